@@ -1,0 +1,102 @@
+//! The XDP decision, in the order the policy states it, as a pure function.
+
+use crate::{
+    flow::{self, FlowKey},
+    packet::{Addr, Frame, IpPacket, Transport},
+    policy::{
+        FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FLAG_HAS_TRUSTED_V4, FLAG_HAS_TRUSTED_V6,
+        FLAG_ICMP_ESSENTIAL, FLAG_IPV6_FILTER, FilterConfig,
+    },
+    reason::Reason,
+};
+
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const NDP_FIRST: u8 = 133;
+const NDP_LAST: u8 = 137;
+
+/// The lookups the decision needs; the XDP program answers them from maps, tests from tables.
+pub trait Tables {
+    fn is_denied(&self, src: &Addr) -> bool;
+    fn is_trusted(&self, src: &Addr) -> bool;
+    /// Whether the host recently sent on the flow this inbound `key` answers.
+    fn is_return_flow(&self, key: &FlowKey) -> bool;
+}
+
+#[inline(always)]
+pub fn decide<T: Tables>(frame: &Frame, cfg: &FilterConfig, tables: &T) -> Reason {
+    let ip = match frame {
+        Frame::NonIp => return Reason::NonIp,
+        Frame::Malformed => return Reason::Malformed,
+        Frame::Ip(ip) => ip,
+    };
+    if !cfg.is_guarded(&ip.dst) {
+        return Reason::NotGuarded;
+    }
+    // TCP to an allowed port is never a return flow (egress does not record flows whose local
+    // port is an allowed one), so the pass path skips the flow lookup.
+    let to_open_port = matches!(ip.transport, Transport::Tcp { dst_port, .. } if cfg.tcp_port_allowed(dst_port));
+    if !to_open_port {
+        let mut key = FlowKey::default();
+        if flow::fill_inbound(&mut key, ip) && tables.is_return_flow(&key) {
+            return Reason::ReturnFlow;
+        }
+    }
+    let (has_deny, has_trusted) = match ip.src {
+        Addr::V4(_) => (cfg.has(FLAG_HAS_DENY_V4), cfg.has(FLAG_HAS_TRUSTED_V4)),
+        Addr::V6(_) => (cfg.has(FLAG_HAS_DENY_V6), cfg.has(FLAG_HAS_TRUSTED_V6)),
+    };
+    if has_deny && tables.is_denied(&ip.src) {
+        return Reason::Denylisted;
+    }
+    if has_trusted && tables.is_trusted(&ip.src) {
+        return Reason::Trusted;
+    }
+    if ip.is_v6() && !cfg.has(FLAG_IPV6_FILTER) {
+        return if is_link_local_ndp(ip) { Reason::Icmp } else { Reason::Ipv6 };
+    }
+    if to_open_port {
+        return Reason::Passed;
+    }
+    let essential = cfg.has(FLAG_ICMP_ESSENTIAL);
+    match ip.transport {
+        Transport::Tcp { .. } | Transport::Udp { .. } => Reason::PortClosed,
+        Transport::Icmp { ty, .. } => {
+            if essential && matches!(ty, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_ECHO_REQUEST) {
+                Reason::Icmp
+            } else {
+                Reason::Protocol
+            }
+        }
+        Transport::Icmp6 { ty, .. } => {
+            let essential_ty = matches!(
+                ty,
+                ICMPV6_DEST_UNREACH | ICMPV6_PACKET_TOO_BIG | ICMPV6_TIME_EXCEEDED | ICMPV6_ECHO_REQUEST
+            ) || (NDP_FIRST..=NDP_LAST).contains(&ty);
+            if is_link_local_ndp(ip) || (essential && essential_ty) {
+                Reason::Icmp
+            } else {
+                Reason::Protocol
+            }
+        }
+        Transport::Fragment => Reason::Fragment,
+        Transport::Other(_) => Reason::Protocol,
+        Transport::Malformed => Reason::Malformed,
+    }
+}
+
+/// Neighbour discovery from a link-local source: IPv6 on the link breaks without it.
+#[inline(always)]
+fn is_link_local_ndp(ip: &IpPacket) -> bool {
+    match (ip.src, ip.transport) {
+        (Addr::V6(src), Transport::Icmp6 { ty, .. }) => {
+            src[0] == 0xfe && src[1] & 0xc0 == 0x80 && (NDP_FIRST..=NDP_LAST).contains(&ty)
+        }
+        _ => false,
+    }
+}
