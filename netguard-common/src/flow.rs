@@ -5,7 +5,7 @@
 //! IPv6 or IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so one table holds both families without a tag.
 //! Ports are host byte order. For ICMP echo the identifier stands in the remote port.
 
-use crate::packet::{Addr, IpPacket, Transport};
+use crate::packet::{Addr, IpPacket, L4, Transport};
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -51,35 +51,34 @@ pub fn mapped(addr: &Addr) -> [u8; 16] {
 
 #[inline(always)]
 fn write_mapped(out: &mut [u8; 16], addr: &Addr) {
-    match addr {
-        Addr::V4(a) => {
-            out[10] = 0xff;
-            out[11] = 0xff;
-            out[12..].copy_from_slice(a);
-        }
-        Addr::V6(a) => *out = *a,
+    if addr.is_v6() {
+        *out = *addr.v6_octets();
+    } else {
+        out[10] = 0xff;
+        out[11] = 0xff;
+        out[12..].copy_from_slice(&addr.v4_octets());
     }
 }
 
 /// `(remote port, local port, protocol)` of an outbound packet that opens something answerable.
 #[inline(always)]
 fn outbound_ports(t: &Transport) -> Option<(u16, u16, u8)> {
-    Some(match *t {
-        Transport::Tcp { src_port, dst_port, .. } => (dst_port, src_port, PROTO_TCP),
-        Transport::Udp { src_port, dst_port } => (dst_port, src_port, PROTO_UDP),
-        Transport::Icmp { ty: ICMP_ECHO_REQUEST, id, .. } => (id, 0, PROTO_ICMP),
-        Transport::Icmp6 { ty: ICMPV6_ECHO_REQUEST, id, .. } => (id, 0, PROTO_ICMPV6),
+    Some(match t.kind {
+        L4::Tcp => (t.dst_port, t.src_port, PROTO_TCP),
+        L4::Udp => (t.dst_port, t.src_port, PROTO_UDP),
+        L4::Icmp if t.icmp_type == ICMP_ECHO_REQUEST => (t.icmp_id, 0, PROTO_ICMP),
+        L4::Icmp6 if t.icmp_type == ICMPV6_ECHO_REQUEST => (t.icmp_id, 0, PROTO_ICMPV6),
         _ => return None,
     })
 }
 
 #[inline(always)]
 fn inbound_ports(t: &Transport) -> Option<(u16, u16, u8)> {
-    Some(match *t {
-        Transport::Tcp { src_port, dst_port, .. } => (src_port, dst_port, PROTO_TCP),
-        Transport::Udp { src_port, dst_port } => (src_port, dst_port, PROTO_UDP),
-        Transport::Icmp { ty: ICMP_ECHO_REPLY, id, .. } => (id, 0, PROTO_ICMP),
-        Transport::Icmp6 { ty: ICMPV6_ECHO_REPLY, id, .. } => (id, 0, PROTO_ICMPV6),
+    Some(match t.kind {
+        L4::Tcp => (t.src_port, t.dst_port, PROTO_TCP),
+        L4::Udp => (t.src_port, t.dst_port, PROTO_UDP),
+        L4::Icmp if t.icmp_type == ICMP_ECHO_REPLY => (t.icmp_id, 0, PROTO_ICMP),
+        L4::Icmp6 if t.icmp_type == ICMPV6_ECHO_REPLY => (t.icmp_id, 0, PROTO_ICMPV6),
         _ => return None,
     })
 }
@@ -147,9 +146,9 @@ mod tests {
 
     fn udp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> IpPacket {
         IpPacket {
-            src: Addr::V4(src),
-            dst: Addr::V4(dst),
-            transport: Transport::Udp { src_port: sp, dst_port: dp },
+            src: Addr::v4(src),
+            dst: Addr::v4(dst),
+            transport: Transport::ports(L4::Udp, PROTO_UDP, sp, dp),
         }
     }
 
@@ -165,17 +164,21 @@ mod tests {
     #[test]
     fn echo_request_matches_reply_only() {
         let req = IpPacket {
-            src: Addr::V4([203, 0, 113, 10]),
-            dst: Addr::V4([192, 0, 2, 1]),
-            transport: Transport::Icmp { ty: 8, code: 0, id: 77 },
+            src: Addr::v4([203, 0, 113, 10]),
+            dst: Addr::v4([192, 0, 2, 1]),
+            transport: Transport::icmp(false, 8, 0, 77),
         };
         let rep = IpPacket {
-            src: Addr::V4([192, 0, 2, 1]),
-            dst: Addr::V4([203, 0, 113, 10]),
-            transport: Transport::Icmp { ty: 0, code: 0, id: 77 },
+            src: Addr::v4([192, 0, 2, 1]),
+            dst: Addr::v4([203, 0, 113, 10]),
+            transport: Transport::icmp(false, 0, 0, 77),
         };
         assert_eq!(outbound_key(&req), inbound_key(&rep));
-        assert_eq!(inbound_key(&req), None, "an inbound echo request is not a reply");
+        assert_eq!(
+            inbound_key(&req),
+            None,
+            "an inbound echo request is not a reply"
+        );
     }
 
     #[test]

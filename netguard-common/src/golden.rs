@@ -6,7 +6,7 @@ use std::{vec, vec::Vec};
 
 use crate::{
     flow::{self, FlowKey},
-    packet::{self, Addr, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, Frame},
+    packet::{self, Addr, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, L4, Transport},
     policy::{
         FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FLAG_HAS_TRUSTED_V4, FLAG_ICMP_ESSENTIAL,
         FLAG_IPV6_FILTER, FilterConfig,
@@ -36,7 +36,12 @@ pub const HOST_DNS_PORT: u16 = 40000;
 
 const fn v6(a: u16, b: u16, c: u16, last: u16) -> [u8; 16] {
     let mut o = [0u8; 16];
-    let (a, b, c, l) = (a.to_be_bytes(), b.to_be_bytes(), c.to_be_bytes(), last.to_be_bytes());
+    let (a, b, c, l) = (
+        a.to_be_bytes(),
+        b.to_be_bytes(),
+        c.to_be_bytes(),
+        last.to_be_bytes(),
+    );
     o[0] = a[0];
     o[1] = a[1];
     o[2] = b[0];
@@ -51,12 +56,9 @@ const fn v6(a: u16, b: u16, c: u16, last: u16) -> [u8; 16] {
 /// The fixture's tracked flow, as the tc egress program would have recorded it.
 pub fn fixture_flow() -> FlowKey {
     let out = packet::IpPacket {
-        src: Addr::V4(EDGE),
-        dst: Addr::V4(RESOLVER),
-        transport: packet::Transport::Udp {
-            src_port: HOST_DNS_PORT,
-            dst_port: 53,
-        },
+        src: Addr::v4(EDGE),
+        dst: Addr::v4(RESOLVER),
+        transport: Transport::ports(L4::Udp, flow::PROTO_UDP, HOST_DNS_PORT, 53),
     };
     // The outbound packet always yields a key: it is UDP.
     flow::outbound_key(&out).unwrap_or_default()
@@ -113,16 +115,21 @@ fn prefix_match(addr: &[u8], net: &[u8], len: u8) -> bool {
 
 impl Tables for FixtureTables {
     fn is_denied(&self, src: &Addr) -> bool {
-        match src {
-            Addr::V4(a) => DENY_V4.iter().any(|(n, l)| prefix_match(a, n, *l)),
-            Addr::V6(a) => DENY_V6.iter().any(|(n, l)| prefix_match(a, n, *l)),
+        if src.is_v6() {
+            DENY_V6
+                .iter()
+                .any(|(n, l)| prefix_match(src.v6_octets(), n, *l))
+        } else {
+            DENY_V4
+                .iter()
+                .any(|(n, l)| prefix_match(&src.v4_octets(), n, *l))
         }
     }
     fn is_trusted(&self, src: &Addr) -> bool {
-        match src {
-            Addr::V4(a) => TRUSTED_V4.iter().any(|(n, l)| prefix_match(a, n, *l)),
-            Addr::V6(_) => false,
-        }
+        !src.is_v6()
+            && TRUSTED_V4
+                .iter()
+                .any(|(n, l)| prefix_match(&src.v4_octets(), n, *l))
     }
     fn is_return_flow(&self, key: &FlowKey) -> bool {
         *key == fixture_flow()
@@ -131,7 +138,7 @@ impl Tables for FixtureTables {
 
 /// The reason the pure logic gives for `frame` under the fixture.
 pub fn classify(frame: &[u8], mode: Mode) -> Reason {
-    let parsed: Frame = packet::parse(frame);
+    let parsed = packet::parse(frame);
     verdict::decide(&parsed, &fixture_config(mode), &FixtureTables)
 }
 
@@ -147,7 +154,11 @@ pub fn eth(ethertype: u16, vlans: &[u16], payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&MAC_DST);
     f.extend_from_slice(&MAC_SRC);
     for (i, vid) in vlans.iter().enumerate() {
-        let tpid = if i == 0 && vlans.len() > 1 { ETH_P_8021AD } else { ETH_P_8021Q };
+        let tpid = if i == 0 && vlans.len() > 1 {
+            ETH_P_8021AD
+        } else {
+            ETH_P_8021Q
+        };
         f.extend_from_slice(&tpid.to_be_bytes());
         f.extend_from_slice(&vid.to_be_bytes());
     }
@@ -159,7 +170,11 @@ pub fn eth(ethertype: u16, vlans: &[u16], payload: &[u8]) -> Vec<u8> {
 fn checksum(data: &[u8]) -> u16 {
     let mut sum = 0u32;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         sum += w as u32;
     }
     while sum > 0xffff {
@@ -169,9 +184,16 @@ fn checksum(data: &[u8]) -> u16 {
 }
 
 /// IPv4 header (with `options`, padded to 4 bytes) + payload. `frag` is the flags/offset word.
-pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, options: &[u8], frag: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ipv4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    options: &[u8],
+    frag: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut opts = options.to_vec();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     let hlen = 20 + opts.len();
@@ -237,11 +259,19 @@ pub fn icmp(ty: u8, code: u8, id: u16) -> Vec<u8> {
 }
 
 pub fn v4_tcp(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
-    eth(ETH_P_IPV4, &[], &ipv4(src, dst, 6, &[], DF, &tcp(51000, dport, TCP_SYN)))
+    eth(
+        ETH_P_IPV4,
+        &[],
+        &ipv4(src, dst, 6, &[], DF, &tcp(51000, dport, TCP_SYN)),
+    )
 }
 
 pub fn v6_tcp(src: [u8; 16], dst: [u8; 16], dport: u16) -> Vec<u8> {
-    eth(ETH_P_IPV6, &[], &ipv6(src, dst, 6, &tcp(51000, dport, TCP_SYN)))
+    eth(
+        ETH_P_IPV6,
+        &[],
+        &ipv6(src, dst, 6, &tcp(51000, dport, TCP_SYN)),
+    )
 }
 
 // ---- the table -------------------------------------------------------------------------------
@@ -271,8 +301,16 @@ pub fn table() -> Vec<Golden> {
     let syn = |dport| tcp(51000, dport, TCP_SYN);
 
     // IHL 6 whose option bytes would read as ports 22 -> 443 if the header length were ignored.
-    let opts_22 = eth(ETH_P_IPV4, &[], &ipv4(CLIENT, EDGE, 6, &[0x01, 0xbb, 0x01, 0xbb], DF, &syn(22)));
-    let opts_443 = eth(ETH_P_IPV4, &[], &ipv4(CLIENT, EDGE, 6, &[0x00, 0x16, 0x00, 0x16], DF, &syn(443)));
+    let opts_22 = eth(
+        ETH_P_IPV4,
+        &[],
+        &ipv4(CLIENT, EDGE, 6, &[0x01, 0xbb, 0x01, 0xbb], DF, &syn(22)),
+    );
+    let opts_443 = eth(
+        ETH_P_IPV4,
+        &[],
+        &ipv4(CLIENT, EDGE, 6, &[0x00, 0x16, 0x00, 0x16], DF, &syn(443)),
+    );
 
     let mut ihl4 = v4_tcp(CLIENT, EDGE, 443);
     ihl4[14] = 0x44;
@@ -297,7 +335,11 @@ pub fn table() -> Vec<Golden> {
         for i in 0..n {
             inner = ext8(if i == 0 { 6 } else { 60 }, &inner);
         }
-        eth(ETH_P_IPV6, &[], &ipv6(CLIENT6, EDGE6, if n == 0 { 6 } else { 60 }, &inner))
+        eth(
+            ETH_P_IPV6,
+            &[],
+            &ipv6(CLIENT6, EDGE6, if n == 0 { 6 } else { 60 }, &inner),
+        )
     };
     let hbh_rt_dst = |dport: u16| {
         let dst = ext8(6, &syn(dport));
@@ -310,11 +352,26 @@ pub fn table() -> Vec<Golden> {
         fh.extend_from_slice(&syn(443));
         eth(ETH_P_IPV6, &[], &ipv6(CLIENT6, EDGE6, 44, &fh))
     };
-    let ndp_na = eth(ETH_P_IPV6, &[], &ipv6(LINK_LOCAL6, EDGE6, 58, &icmp(136, 0, 0)));
-    let arp = eth(0x0806, &[], &[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2, 192, 0, 2, 99, 0, 0, 0, 0, 0, 0, 203, 0, 113, 10]);
+    let ndp_na = eth(
+        ETH_P_IPV6,
+        &[],
+        &ipv6(LINK_LOCAL6, EDGE6, 58, &icmp(136, 0, 0)),
+    );
+    let arp = eth(
+        0x0806,
+        &[],
+        &[
+            0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2, 192, 0, 2, 99, 0, 0, 0, 0, 0, 0, 203, 0, 113,
+            10,
+        ],
+    );
     let lldp = eth(0x88cc, &[], &[2, 7, 4, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]);
     let triple = {
-        let mut f = eth(ETH_P_IPV4, &[10, 20], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(443)));
+        let mut f = eth(
+            ETH_P_IPV4,
+            &[10, 20],
+            &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(443)),
+        );
         // Insert a third 802.1Q tag after the second.
         let at = 12 + 8;
         let tag = [0x81, 0x00, 0x00, 0x1e];
@@ -330,29 +387,134 @@ pub fn table() -> Vec<Golden> {
         g("tcp_syn_80", v4_tcp(CLIENT, EDGE, 80), d, Passed),
         g("tcp_syn_22", v4_tcp(CLIENT, EDGE, 22), d, PortClosed),
         g("tcp_syn_8080", v4_tcp(CLIENT, EDGE, 8080), d, PortClosed),
-        g("udp_53", v4(CLIENT, EDGE, 17, &udp(5353, 53, b"q")), d, PortClosed),
-        g("udp_443", v4(CLIENT, EDGE, 17, &udp(5353, 443, b"quic")), d, PortClosed),
-        g("not_guarded_tcp_22", v4_tcp(CLIENT, OTHER_HOST, 22), d, NotGuarded),
-        g("denylisted_tcp_443", v4_tcp(DENIED, EDGE, 443), d, Denylisted),
-        g("denylisted_udp", v4(DENIED, EDGE, 17, &udp(1, 53, b"")), d, Denylisted),
-        g("denylisted_icmp", v4(DENIED, EDGE, 1, &icmp(8, 0, 1)), d, Denylisted),
+        g(
+            "udp_53",
+            v4(CLIENT, EDGE, 17, &udp(5353, 53, b"q")),
+            d,
+            PortClosed,
+        ),
+        g(
+            "udp_443",
+            v4(CLIENT, EDGE, 17, &udp(5353, 443, b"quic")),
+            d,
+            PortClosed,
+        ),
+        g(
+            "not_guarded_tcp_22",
+            v4_tcp(CLIENT, OTHER_HOST, 22),
+            d,
+            NotGuarded,
+        ),
+        g(
+            "denylisted_tcp_443",
+            v4_tcp(DENIED, EDGE, 443),
+            d,
+            Denylisted,
+        ),
+        g(
+            "denylisted_udp",
+            v4(DENIED, EDGE, 17, &udp(1, 53, b"")),
+            d,
+            Denylisted,
+        ),
+        g(
+            "denylisted_icmp",
+            v4(DENIED, EDGE, 1, &icmp(8, 0, 1)),
+            d,
+            Denylisted,
+        ),
         g("trusted_tcp_22", v4_tcp(TRUSTED, EDGE, 22), d, Trusted),
-        g("return_flow_dns", v4(RESOLVER, EDGE, 17, &udp(53, HOST_DNS_PORT, b"a")), d, ReturnFlow),
-        g("return_flow_wrong_port", v4(RESOLVER, EDGE, 17, &udp(53, HOST_DNS_PORT + 1, b"a")), d, PortClosed),
-        g("return_flow_wrong_source", v4(CLIENT, EDGE, 17, &udp(53, HOST_DNS_PORT, b"a")), d, PortClosed),
-        g("tcp_ack_to_closed_port", v4(CLIENT, EDGE, 6, &tcp(443, 40000, 0x10)), d, PortClosed),
-        g("icmp_echo_request", v4(CLIENT, EDGE, 1, &icmp(8, 0, 7)), d, Icmp),
-        g("icmp_frag_needed", v4(CLIENT, EDGE, 1, &icmp(3, 4, 0)), d, Icmp),
-        g("icmp_time_exceeded", v4(CLIENT, EDGE, 1, &icmp(11, 0, 0)), d, Icmp),
-        g("icmp_timestamp", v4(CLIENT, EDGE, 1, &icmp(13, 0, 0)), d, Protocol),
-        g("icmp_echo_reply_unsolicited", v4(CLIENT, EDGE, 1, &icmp(0, 0, 9)), d, Protocol),
-        g("icmp_drop_mode_echo", v4(CLIENT, EDGE, 1, &icmp(8, 0, 7)), ICMP_DROP, Protocol),
-        g("icmp_drop_mode_frag_needed", v4(CLIENT, EDGE, 1, &icmp(3, 4, 0)), ICMP_DROP, Protocol),
+        g(
+            "return_flow_dns",
+            v4(RESOLVER, EDGE, 17, &udp(53, HOST_DNS_PORT, b"a")),
+            d,
+            ReturnFlow,
+        ),
+        g(
+            "return_flow_wrong_port",
+            v4(RESOLVER, EDGE, 17, &udp(53, HOST_DNS_PORT + 1, b"a")),
+            d,
+            PortClosed,
+        ),
+        g(
+            "return_flow_wrong_source",
+            v4(CLIENT, EDGE, 17, &udp(53, HOST_DNS_PORT, b"a")),
+            d,
+            PortClosed,
+        ),
+        g(
+            "tcp_ack_to_closed_port",
+            v4(CLIENT, EDGE, 6, &tcp(443, 40000, 0x10)),
+            d,
+            PortClosed,
+        ),
+        g(
+            "icmp_echo_request",
+            v4(CLIENT, EDGE, 1, &icmp(8, 0, 7)),
+            d,
+            Icmp,
+        ),
+        g(
+            "icmp_frag_needed",
+            v4(CLIENT, EDGE, 1, &icmp(3, 4, 0)),
+            d,
+            Icmp,
+        ),
+        g(
+            "icmp_time_exceeded",
+            v4(CLIENT, EDGE, 1, &icmp(11, 0, 0)),
+            d,
+            Icmp,
+        ),
+        g(
+            "icmp_timestamp",
+            v4(CLIENT, EDGE, 1, &icmp(13, 0, 0)),
+            d,
+            Protocol,
+        ),
+        g(
+            "icmp_echo_reply_unsolicited",
+            v4(CLIENT, EDGE, 1, &icmp(0, 0, 9)),
+            d,
+            Protocol,
+        ),
+        g(
+            "icmp_drop_mode_echo",
+            v4(CLIENT, EDGE, 1, &icmp(8, 0, 7)),
+            ICMP_DROP,
+            Protocol,
+        ),
+        g(
+            "icmp_drop_mode_frag_needed",
+            v4(CLIENT, EDGE, 1, &icmp(3, 4, 0)),
+            ICMP_DROP,
+            Protocol,
+        ),
         g("icmp_truncated", v4(CLIENT, EDGE, 1, &[8, 0]), d, Malformed),
-        g("gre", v4(CLIENT, EDGE, 47, &[0, 0, 0x08, 0x00]), d, Protocol),
-        g("ipip", v4(CLIENT, EDGE, 4, &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(443))), d, Protocol),
-        g("esp", v4(CLIENT, EDGE, 50, &[0, 0, 0, 1, 0, 0, 0, 1]), d, Protocol),
-        g("sctp", v4(CLIENT, EDGE, 132, &[0, 80, 1, 187, 0, 0, 0, 0, 0, 0, 0, 0]), d, Protocol),
+        g(
+            "gre",
+            v4(CLIENT, EDGE, 47, &[0, 0, 0x08, 0x00]),
+            d,
+            Protocol,
+        ),
+        g(
+            "ipip",
+            v4(CLIENT, EDGE, 4, &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(443))),
+            d,
+            Protocol,
+        ),
+        g(
+            "esp",
+            v4(CLIENT, EDGE, 50, &[0, 0, 0, 1, 0, 0, 0, 1]),
+            d,
+            Protocol,
+        ),
+        g(
+            "sctp",
+            v4(CLIENT, EDGE, 132, &[0, 80, 1, 187, 0, 0, 0, 0, 0, 0, 0, 0]),
+            d,
+            Protocol,
+        ),
         g("ipv4_first_fragment_443", first, d, Fragment),
         g("ipv4_nonfirst_fragment_spelling_443", nonfirst, d, Fragment),
         g("ipv4_ihl_4", ihl4, d, Malformed),
@@ -365,31 +527,127 @@ pub fn table() -> Vec<Golden> {
         g("tcp_doff_beyond_packet", doff15, d, Malformed),
         g("udp_truncated", udp_short, d, Malformed),
         g("ethernet_10_bytes", vec![0xff; 10], d, Malformed),
-        g("ethernet_header_only_ipv4", eth(ETH_P_IPV4, &[], &[]), d, Malformed),
-        g("vlan_443", eth(ETH_P_IPV4, &[10], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(443))), d, Passed),
-        g("vlan_22", eth(ETH_P_IPV4, &[10], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(22))), d, PortClosed),
-        g("qinq_443", eth(ETH_P_IPV4, &[10, 20], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(443))), d, Passed),
-        g("qinq_22", eth(ETH_P_IPV4, &[10, 20], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(22))), d, PortClosed),
+        g(
+            "ethernet_header_only_ipv4",
+            eth(ETH_P_IPV4, &[], &[]),
+            d,
+            Malformed,
+        ),
+        g(
+            "vlan_443",
+            eth(
+                ETH_P_IPV4,
+                &[10],
+                &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(443)),
+            ),
+            d,
+            Passed,
+        ),
+        g(
+            "vlan_22",
+            eth(ETH_P_IPV4, &[10], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(22))),
+            d,
+            PortClosed,
+        ),
+        g(
+            "qinq_443",
+            eth(
+                ETH_P_IPV4,
+                &[10, 20],
+                &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(443)),
+            ),
+            d,
+            Passed,
+        ),
+        g(
+            "qinq_22",
+            eth(
+                ETH_P_IPV4,
+                &[10, 20],
+                &ipv4(CLIENT, EDGE, 6, &[], DF, &syn(22)),
+            ),
+            d,
+            PortClosed,
+        ),
         g("three_vlan_tags", triple, d, Malformed),
-        g("vlan_truncated_tag", eth(ETH_P_8021Q, &[], &[0, 10]), d, Malformed),
+        g(
+            "vlan_truncated_tag",
+            eth(ETH_P_8021Q, &[], &[0, 10]),
+            d,
+            Malformed,
+        ),
         g("arp", arp, d, NonIp),
         g("lldp", lldp, d, NonIp),
         g("ipv6_drop_mode_443", v6_tcp(CLIENT6, EDGE6, 443), d, Ipv6),
-        g("ipv6_drop_mode_not_guarded", v6_tcp(CLIENT6, OTHER6, 443), d, NotGuarded),
+        g(
+            "ipv6_drop_mode_not_guarded",
+            v6_tcp(CLIENT6, OTHER6, 443),
+            d,
+            NotGuarded,
+        ),
         g("ipv6_drop_mode_ndp_link_local", ndp_na.clone(), d, Icmp),
-        g("ipv6_drop_mode_denylisted", v6_tcp(DENIED6, EDGE6, 443), d, Denylisted),
+        g(
+            "ipv6_drop_mode_denylisted",
+            v6_tcp(DENIED6, EDGE6, 443),
+            d,
+            Denylisted,
+        ),
         g("ipv6_filter_443", v6_tcp(CLIENT6, EDGE6, 443), f, Passed),
         g("ipv6_filter_22", v6_tcp(CLIENT6, EDGE6, 22), f, PortClosed),
-        g("ipv6_filter_udp_443", eth(ETH_P_IPV6, &[], &ipv6(CLIENT6, EDGE6, 17, &udp(1, 443, b""))), f, PortClosed),
-        g("ipv6_filter_hbh_routing_dstopts_443", hbh_rt_dst(443), f, Passed),
-        g("ipv6_filter_hbh_routing_dstopts_22", hbh_rt_dst(22), f, PortClosed),
-        g("ipv6_filter_ext_chain_at_bound_443", ext_chain(packet::MAX_IPV6_EXT_HEADERS, 443), f, Passed),
-        g("ipv6_filter_ext_chain_too_long_443", ext_chain(packet::MAX_IPV6_EXT_HEADERS + 1, 443), f, Malformed),
+        g(
+            "ipv6_filter_udp_443",
+            eth(
+                ETH_P_IPV6,
+                &[],
+                &ipv6(CLIENT6, EDGE6, 17, &udp(1, 443, b"")),
+            ),
+            f,
+            PortClosed,
+        ),
+        g(
+            "ipv6_filter_hbh_routing_dstopts_443",
+            hbh_rt_dst(443),
+            f,
+            Passed,
+        ),
+        g(
+            "ipv6_filter_hbh_routing_dstopts_22",
+            hbh_rt_dst(22),
+            f,
+            PortClosed,
+        ),
+        g(
+            "ipv6_filter_ext_chain_at_bound_443",
+            ext_chain(packet::MAX_IPV6_EXT_HEADERS, 443),
+            f,
+            Passed,
+        ),
+        g(
+            "ipv6_filter_ext_chain_too_long_443",
+            ext_chain(packet::MAX_IPV6_EXT_HEADERS + 1, 443),
+            f,
+            Malformed,
+        ),
         g("ipv6_filter_fragment_443", v6_frag, f, Fragment),
         g("ipv6_filter_ndp_link_local", ndp_na, f, Icmp),
-        g("ipv6_filter_echo_request", eth(ETH_P_IPV6, &[], &ipv6(CLIENT6, EDGE6, 58, &icmp(128, 0, 1))), f, Icmp),
-        g("ipv6_filter_vlan_22", eth(ETH_P_IPV6, &[10], &ipv6(CLIENT6, EDGE6, 6, &syn(22))), f, PortClosed),
-        g("ipv6_filter_denylisted", v6_tcp(DENIED6, EDGE6, 443), f, Denylisted),
+        g(
+            "ipv6_filter_echo_request",
+            eth(ETH_P_IPV6, &[], &ipv6(CLIENT6, EDGE6, 58, &icmp(128, 0, 1))),
+            f,
+            Icmp,
+        ),
+        g(
+            "ipv6_filter_vlan_22",
+            eth(ETH_P_IPV6, &[10], &ipv6(CLIENT6, EDGE6, 6, &syn(22))),
+            f,
+            PortClosed,
+        ),
+        g(
+            "ipv6_filter_denylisted",
+            v6_tcp(DENIED6, EDGE6, 443),
+            f,
+            Denylisted,
+        ),
     ]
 }
 
@@ -398,10 +656,22 @@ pub fn truncation_sources() -> Vec<(&'static str, Vec<u8>, Mode)> {
     let syn = tcp(51000, 443, TCP_SYN);
     vec![
         ("ipv4", v4_tcp(CLIENT, EDGE, 443), DEFAULT_MODE),
-        ("ipv4_vlan", eth(ETH_P_IPV4, &[10], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn)), DEFAULT_MODE),
-        ("ipv4_qinq", eth(ETH_P_IPV4, &[10, 20], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn)), DEFAULT_MODE),
+        (
+            "ipv4_vlan",
+            eth(ETH_P_IPV4, &[10], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn)),
+            DEFAULT_MODE,
+        ),
+        (
+            "ipv4_qinq",
+            eth(ETH_P_IPV4, &[10, 20], &ipv4(CLIENT, EDGE, 6, &[], DF, &syn)),
+            DEFAULT_MODE,
+        ),
         ("ipv6", v6_tcp(CLIENT6, EDGE6, 443), IPV6_FILTER),
-        ("ipv6_vlan", eth(ETH_P_IPV6, &[10], &ipv6(CLIENT6, EDGE6, 6, &syn)), IPV6_FILTER),
+        (
+            "ipv6_vlan",
+            eth(ETH_P_IPV6, &[10], &ipv6(CLIENT6, EDGE6, 6, &syn)),
+            IPV6_FILTER,
+        ),
     ]
 }
 
@@ -415,7 +685,12 @@ mod tests {
         for case in table() {
             let got = classify(&case.frame, case.mode);
             if got != case.expect {
-                failures.push(std::format!("{}: expected {:?}, got {:?}", case.name, case.expect, got));
+                failures.push(std::format!(
+                    "{}: expected {:?}, got {:?}",
+                    case.name,
+                    case.expect,
+                    got
+                ));
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
@@ -425,7 +700,10 @@ mod tests {
     fn every_reason_is_covered() {
         let t = table();
         for r in Reason::ALL {
-            assert!(t.iter().any(|c| c.expect == r), "no golden packet for {r:?}");
+            assert!(
+                t.iter().any(|c| c.expect == r),
+                "no golden packet for {r:?}"
+            );
         }
     }
 

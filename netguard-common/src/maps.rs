@@ -17,7 +17,9 @@ pub const TRUSTED_V6: &str = "NG_TRUST_V6";
 pub const FLOWS: &str = "NG_FLOWS";
 
 /// Every map the programs declare, in the order `netguard stats`/`detach` walk them.
-pub const ALL: [&str; 7] = [CONFIG, COUNTERS, DENY_V4, DENY_V6, TRUSTED_V4, TRUSTED_V6, FLOWS];
+pub const ALL: [&str; 7] = [
+    CONFIG, COUNTERS, DENY_V4, DENY_V6, TRUSTED_V4, TRUSTED_V6, FLOWS,
+];
 
 /// Program names (the Rust function names of the entry points).
 pub const XDP_PROGRAM: &str = "netguard_xdp";
@@ -37,3 +39,94 @@ pub const FLOWS_CAPACITY: u32 = 65_536;
 /// Data bytes of an LPM key (the prefix length is a separate `u32`).
 pub const V4_KEY_LEN: usize = 4;
 pub const V6_KEY_LEN: usize = 16;
+
+/// Maps are pinned under `<pin dir>/<MAPS_DIR>/`. aya reopens a pinned map by name without
+/// checking its type or sizes; a new layout gets a new directory name, so a daemon with other
+/// layouts never shares maps with a different shape (it builds fresh ones and the old directory
+/// is removed once the programs are swapped). Bump on any map layout change.
+pub const MAPS_DIR: &str = "maps-v1";
+
+/// Kernel map type numbers (`enum bpf_map_type`) of the maps netguard declares.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+
+/// The shape of one map, as the kernel reports it for a pinned map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLayout {
+    pub name: &'static str,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+const fn layout(
+    name: &'static str,
+    map_type: u32,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+) -> MapLayout {
+    MapLayout {
+        name,
+        map_type,
+        key_size: key_size as u32,
+        value_size: value_size as u32,
+        max_entries,
+    }
+}
+
+/// Every map's expected layout; the loader checks pinned maps against it before reusing them.
+pub const LAYOUTS: [MapLayout; 7] = [
+    layout(
+        CONFIG,
+        BPF_MAP_TYPE_ARRAY,
+        4,
+        core::mem::size_of::<crate::policy::FilterConfig>(),
+        1,
+    ),
+    layout(
+        COUNTERS,
+        BPF_MAP_TYPE_PERCPU_ARRAY,
+        4,
+        core::mem::size_of::<crate::reason::Counter>(),
+        crate::reason::COUNTER_SLOTS,
+    ),
+    layout(
+        DENY_V4,
+        BPF_MAP_TYPE_LPM_TRIE,
+        4 + V4_KEY_LEN,
+        1,
+        DENY_V4_CAPACITY,
+    ),
+    layout(
+        DENY_V6,
+        BPF_MAP_TYPE_LPM_TRIE,
+        4 + V6_KEY_LEN,
+        1,
+        DENY_V6_CAPACITY,
+    ),
+    layout(
+        TRUSTED_V4,
+        BPF_MAP_TYPE_LPM_TRIE,
+        4 + V4_KEY_LEN,
+        1,
+        TRUSTED_CAPACITY,
+    ),
+    layout(
+        TRUSTED_V6,
+        BPF_MAP_TYPE_LPM_TRIE,
+        4 + V6_KEY_LEN,
+        1,
+        TRUSTED_CAPACITY,
+    ),
+    layout(
+        FLOWS,
+        BPF_MAP_TYPE_LRU_HASH,
+        core::mem::size_of::<crate::flow::FlowKey>(),
+        core::mem::size_of::<crate::flow::FlowValue>(),
+        FLOWS_CAPACITY,
+    ),
+];

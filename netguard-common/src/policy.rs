@@ -81,7 +81,12 @@ impl FilterConfig {
         if i >= MAX_INGRESS_V4 || prefix_len > 32 {
             return false;
         }
-        let mask = if prefix_len == 0 { 0 } else { u32::MAX << (32 - prefix_len) }.to_be_bytes();
+        let mask = if prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix_len)
+        }
+        .to_be_bytes();
         let mask = u32::from_ne_bytes(mask);
         self.ingress_v4[i] = [u32::from_ne_bytes(addr) & mask, mask];
         self.ingress_v4_len += 1;
@@ -93,7 +98,12 @@ impl FilterConfig {
         if i >= MAX_INGRESS_V6 || prefix_len > 128 {
             return false;
         }
-        let mask = if prefix_len == 0 { 0 } else { u128::MAX << (128 - prefix_len) }.to_be_bytes();
+        let mask = if prefix_len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - prefix_len)
+        }
+        .to_be_bytes();
         let (mask_hi, mask_lo) = split_ne(&mask);
         let (hi, lo) = split_ne(&addr);
         self.ingress_v6[i] = [hi & mask_hi, lo & mask_lo, mask_hi, mask_lo];
@@ -107,31 +117,28 @@ impl FilterConfig {
         if self.ingress_v4_len == 0 && self.ingress_v6_len == 0 {
             return true;
         }
-        match dst {
-            Addr::V4(a) => {
-                let a = u32::from_ne_bytes(*a);
-                let mut i = 0;
-                while i < MAX_INGRESS_V4 && i < self.ingress_v4_len as usize {
-                    let [net, mask] = self.ingress_v4[i];
-                    if a & mask == net {
-                        return true;
-                    }
-                    i += 1;
+        if dst.is_v6() {
+            let (hi, lo) = split_ne(dst.v6_octets());
+            let mut i = 0;
+            while i < MAX_INGRESS_V6 && i < self.ingress_v6_len as usize {
+                let [net_hi, net_lo, mask_hi, mask_lo] = self.ingress_v6[i];
+                if hi & mask_hi == net_hi && lo & mask_lo == net_lo {
+                    return true;
                 }
-                false
+                i += 1;
             }
-            Addr::V6(a) => {
-                let (hi, lo) = split_ne(a);
-                let mut i = 0;
-                while i < MAX_INGRESS_V6 && i < self.ingress_v6_len as usize {
-                    let [net_hi, net_lo, mask_hi, mask_lo] = self.ingress_v6[i];
-                    if hi & mask_hi == net_hi && lo & mask_lo == net_lo {
-                        return true;
-                    }
-                    i += 1;
+            false
+        } else {
+            let a = u32::from_ne_bytes(dst.v4_octets());
+            let mut i = 0;
+            while i < MAX_INGRESS_V4 && i < self.ingress_v4_len as usize {
+                let [net, mask] = self.ingress_v4[i];
+                if a & mask == net {
+                    return true;
                 }
-                false
+                i += 1;
             }
+            false
         }
     }
 }
@@ -164,20 +171,20 @@ mod tests {
     #[test]
     fn ingress_prefixes() {
         let mut c = FilterConfig::EMPTY;
-        assert!(c.is_guarded(&Addr::V4([1, 2, 3, 4])), "empty guards all");
+        assert!(c.is_guarded(&Addr::v4([1, 2, 3, 4])), "empty guards all");
         assert!(c.add_ingress_v4([203, 0, 113, 10], 32));
         assert!(c.add_ingress_v4([198, 51, 100, 77], 24));
-        assert!(c.is_guarded(&Addr::V4([203, 0, 113, 10])));
-        assert!(!c.is_guarded(&Addr::V4([203, 0, 113, 11])));
-        assert!(c.is_guarded(&Addr::V4([198, 51, 100, 1])));
-        assert!(!c.is_guarded(&Addr::V6([0; 16])));
+        assert!(c.is_guarded(&Addr::v4([203, 0, 113, 10])));
+        assert!(!c.is_guarded(&Addr::v4([203, 0, 113, 11])));
+        assert!(c.is_guarded(&Addr::v4([198, 51, 100, 1])));
+        assert!(!c.is_guarded(&Addr::v6([0; 16])));
         let mut v6 = [0u8; 16];
         v6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
         assert!(c.add_ingress_v6(v6, 32));
         v6[15] = 9;
-        assert!(c.is_guarded(&Addr::V6(v6)));
+        assert!(c.is_guarded(&Addr::v6(v6)));
         v6[3] = 0xb9;
-        assert!(!c.is_guarded(&Addr::V6(v6)));
+        assert!(!c.is_guarded(&Addr::v6(v6)));
         assert!(!c.add_ingress_v4([0; 4], 33));
     }
 

@@ -2,7 +2,7 @@
 
 use crate::{
     flow::{self, FlowKey},
-    packet::{Addr, Frame, IpPacket, Transport},
+    packet::{Addr, Frame, FrameKind, IpPacket, L4},
     policy::{
         FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FLAG_HAS_TRUSTED_V4, FLAG_HAS_TRUSTED_V6,
         FLAG_ICMP_ESSENTIAL, FLAG_IPV6_FILTER, FilterConfig,
@@ -30,26 +30,29 @@ pub trait Tables {
 
 #[inline(always)]
 pub fn decide<T: Tables>(frame: &Frame, cfg: &FilterConfig, tables: &T) -> Reason {
-    let ip = match frame {
-        Frame::NonIp => return Reason::NonIp,
-        Frame::Malformed => return Reason::Malformed,
-        Frame::Ip(ip) => ip,
-    };
+    match frame.kind {
+        FrameKind::NonIp => return Reason::NonIp,
+        FrameKind::Malformed => return Reason::Malformed,
+        FrameKind::Ip => {}
+    }
+    let ip = &frame.ip;
+    let t = &ip.transport;
     if !cfg.is_guarded(&ip.dst) {
         return Reason::NotGuarded;
     }
     // TCP to an allowed port is never a return flow (egress does not record flows whose local
     // port is an allowed one), so the pass path skips the flow lookup.
-    let to_open_port = matches!(ip.transport, Transport::Tcp { dst_port, .. } if cfg.tcp_port_allowed(dst_port));
+    let to_open_port = t.kind == L4::Tcp && cfg.tcp_port_allowed(t.dst_port);
     if !to_open_port {
         let mut key = FlowKey::default();
         if flow::fill_inbound(&mut key, ip) && tables.is_return_flow(&key) {
             return Reason::ReturnFlow;
         }
     }
-    let (has_deny, has_trusted) = match ip.src {
-        Addr::V4(_) => (cfg.has(FLAG_HAS_DENY_V4), cfg.has(FLAG_HAS_TRUSTED_V4)),
-        Addr::V6(_) => (cfg.has(FLAG_HAS_DENY_V6), cfg.has(FLAG_HAS_TRUSTED_V6)),
+    let (has_deny, has_trusted) = if ip.src.is_v6() {
+        (cfg.has(FLAG_HAS_DENY_V6), cfg.has(FLAG_HAS_TRUSTED_V6))
+    } else {
+        (cfg.has(FLAG_HAS_DENY_V4), cfg.has(FLAG_HAS_TRUSTED_V4))
     };
     if has_deny && tables.is_denied(&ip.src) {
         return Reason::Denylisted;
@@ -58,25 +61,38 @@ pub fn decide<T: Tables>(frame: &Frame, cfg: &FilterConfig, tables: &T) -> Reaso
         return Reason::Trusted;
     }
     if ip.is_v6() && !cfg.has(FLAG_IPV6_FILTER) {
-        return if is_link_local_ndp(ip) { Reason::Icmp } else { Reason::Ipv6 };
+        return if is_link_local_ndp(ip) {
+            Reason::Icmp
+        } else {
+            Reason::Ipv6
+        };
     }
     if to_open_port {
         return Reason::Passed;
     }
     let essential = cfg.has(FLAG_ICMP_ESSENTIAL);
-    match ip.transport {
-        Transport::Tcp { .. } | Transport::Udp { .. } => Reason::PortClosed,
-        Transport::Icmp { ty, .. } => {
-            if essential && matches!(ty, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_ECHO_REQUEST) {
+    let ty = t.icmp_type;
+    match t.kind {
+        L4::Tcp | L4::Udp => Reason::PortClosed,
+        L4::Icmp => {
+            if essential
+                && matches!(
+                    ty,
+                    ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_ECHO_REQUEST
+                )
+            {
                 Reason::Icmp
             } else {
                 Reason::Protocol
             }
         }
-        Transport::Icmp6 { ty, .. } => {
+        L4::Icmp6 => {
             let essential_ty = matches!(
                 ty,
-                ICMPV6_DEST_UNREACH | ICMPV6_PACKET_TOO_BIG | ICMPV6_TIME_EXCEEDED | ICMPV6_ECHO_REQUEST
+                ICMPV6_DEST_UNREACH
+                    | ICMPV6_PACKET_TOO_BIG
+                    | ICMPV6_TIME_EXCEEDED
+                    | ICMPV6_ECHO_REQUEST
             ) || (NDP_FIRST..=NDP_LAST).contains(&ty);
             if is_link_local_ndp(ip) || (essential && essential_ty) {
                 Reason::Icmp
@@ -84,19 +100,19 @@ pub fn decide<T: Tables>(frame: &Frame, cfg: &FilterConfig, tables: &T) -> Reaso
                 Reason::Protocol
             }
         }
-        Transport::Fragment => Reason::Fragment,
-        Transport::Other(_) => Reason::Protocol,
-        Transport::Malformed => Reason::Malformed,
+        L4::Fragment => Reason::Fragment,
+        L4::Other => Reason::Protocol,
+        L4::Malformed => Reason::Malformed,
     }
 }
 
 /// Neighbour discovery from a link-local source: IPv6 on the link breaks without it.
 #[inline(always)]
 fn is_link_local_ndp(ip: &IpPacket) -> bool {
-    match (ip.src, ip.transport) {
-        (Addr::V6(src), Transport::Icmp6 { ty, .. }) => {
-            src[0] == 0xfe && src[1] & 0xc0 == 0x80 && (NDP_FIRST..=NDP_LAST).contains(&ty)
-        }
-        _ => false,
-    }
+    let src = ip.src.v6_octets();
+    ip.transport.kind == L4::Icmp6
+        && ip.src.is_v6()
+        && src[0] == 0xfe
+        && src[1] & 0xc0 == 0x80
+        && (NDP_FIRST..=NDP_LAST).contains(&ip.transport.icmp_type)
 }

@@ -17,7 +17,7 @@ use aya_ebpf::{
 use netguard_common::{
     flow::{self, FlowKey, FlowValue, REFRESH_INTERVAL_NS},
     maps::{DENY_V4_CAPACITY, DENY_V6_CAPACITY, FLOWS_CAPACITY, TRUSTED_CAPACITY},
-    packet::{self, Addr, Frame, IpPacket, PacketBytes as _, Transport},
+    packet::{self, Addr, FrameKind, IpPacket, L4, PacketBytes as _},
     policy::{FLAG_AUDIT, FilterConfig},
     reason::{COUNTER_SLOTS, Counter, Reason},
     verdict::{self, Tables},
@@ -48,17 +48,19 @@ struct MapTables<'a> {
 impl Tables for MapTables<'_> {
     #[inline(always)]
     fn is_denied(&self, src: &Addr) -> bool {
-        match src {
-            Addr::V4(a) => NG_DENY_V4.get(&Key::new(32, *a)).is_some(),
-            Addr::V6(a) => NG_DENY_V6.get(&Key::new(128, *a)).is_some(),
+        if src.is_v6() {
+            NG_DENY_V6.get(&Key::new(128, *src.v6_octets())).is_some()
+        } else {
+            NG_DENY_V4.get(&Key::new(32, src.v4_octets())).is_some()
         }
     }
 
     #[inline(always)]
     fn is_trusted(&self, src: &Addr) -> bool {
-        match src {
-            Addr::V4(a) => NG_TRUST_V4.get(&Key::new(32, *a)).is_some(),
-            Addr::V6(a) => NG_TRUST_V6.get(&Key::new(128, *a)).is_some(),
+        if src.is_v6() {
+            NG_TRUST_V6.get(&Key::new(128, *src.v6_octets())).is_some()
+        } else {
+            NG_TRUST_V4.get(&Key::new(32, src.v4_octets())).is_some()
         }
     }
 
@@ -72,7 +74,11 @@ impl Tables for MapTables<'_> {
         let last_seen = unsafe { core::ptr::read_volatile(&raw const (*value).last_seen_ns) };
         // SAFETY: helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
-        let timeout = flow::timeout_for(key.proto, self.cfg.flow_timeout_tcp_ns, self.cfg.flow_timeout_other_ns);
+        let timeout = flow::timeout_for(
+            key.proto,
+            self.cfg.flow_timeout_tcp_ns,
+            self.cfg.flow_timeout_other_ns,
+        );
         flow::is_fresh(last_seen, now, timeout)
     }
 }
@@ -109,8 +115,9 @@ fn finish(reason: Reason, audit: bool, bytes: u64) -> u32 {
 /// Records the flows the host opens so the XDP filter lets their answers in.
 #[classifier]
 pub fn netguard_flow_track(ctx: TcContext) -> i32 {
-    if let Frame::Ip(ip) = packet::parse(&SkbBytes::new(&ctx)) {
-        track(&ip);
+    let frame = packet::parse(&SkbBytes::new(&ctx));
+    if frame.kind == FrameKind::Ip {
+        track(&frame.ip);
     }
     // Continue with the next program (TCX_NEXT): tracking never decides the packet's fate.
     TC_ACT_UNSPEC
@@ -125,9 +132,7 @@ fn track(ip: &IpPacket) {
         return;
     }
     // Answers of the host's own services: inbound traffic to those ports passes anyway.
-    if let Transport::Tcp { src_port, .. } = ip.transport
-        && cfg.tcp_port_allowed(src_port)
-    {
+    if ip.transport.kind == L4::Tcp && cfg.tcp_port_allowed(ip.transport.src_port) {
         return;
     }
     let mut key = FlowKey::default();
@@ -136,14 +141,14 @@ fn track(ip: &IpPacket) {
     }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(v) = NG_FLOWS.get_ptr(&key) {
+    if let Some(v) = NG_FLOWS.get_ptr(key) {
         // SAFETY: pointer from a successful lookup; read once.
         let last = unsafe { core::ptr::read_volatile(&raw const (*v).last_seen_ns) };
         if now.saturating_sub(last) < REFRESH_INTERVAL_NS {
             return;
         }
     }
-    let _ = NG_FLOWS.insert(&key, &FlowValue { last_seen_ns: now }, 0);
+    let _ = NG_FLOWS.insert(key, FlowValue { last_seen_ns: now }, 0);
 }
 
 #[cfg(not(test))]

@@ -1,0 +1,251 @@
+//! Command line: `netguard run | check | stats | deny | detach | example-config`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+use tracing::error;
+
+use crate::{
+    config::DEFAULT_PIN_PATH,
+    daemon::{self, DaemonError},
+    denylist, loader,
+    paths::PinPaths,
+    stats::Snapshot,
+    tables::Tables,
+};
+
+/// The example configuration, also printed by `netguard example-config`.
+pub const EXAMPLE_CONFIG: &str = include_str!("example.toml");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netguard",
+    version,
+    about = "XDP ingress filter for the hosting platform's edge"
+)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load, attach and run in the foreground (SIGHUP reloads, SIGTERM/SIGINT exit and leave the filter attached).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config and its denylist files without touching the kernel.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the XDP counters of the instance pinned at --pin-path.
+    Stats {
+        #[arg(long, default_value = DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Edit the live denylist (effective on the next packet; the next start or reload re-applies the config).
+    Deny {
+        #[command(subcommand)]
+        action: DenyAction,
+        #[arg(long, default_value = DEFAULT_PIN_PATH, global = true)]
+        pin_path: PathBuf,
+    },
+    /// Detach the programs and remove every pin (links, maps, directories).
+    Detach {
+        #[arg(long, default_value = DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+    },
+    /// Print an example configuration with every key.
+    ExampleConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DenyAction {
+    /// Add CIDRs or addresses.
+    Add {
+        #[arg(required = true, value_parser = parse_net)]
+        cidrs: Vec<IpNet>,
+    },
+    /// Remove exact CIDRs or addresses.
+    Del {
+        #[arg(required = true, value_parser = parse_net)]
+        cidrs: Vec<IpNet>,
+    },
+    /// List every entry in the kernel.
+    List,
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    denylist::parse_entry(s)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // aya logs through `log`; route it into tracing.
+    let _ = tracing_log::LogTracer::init();
+}
+
+/// Runs the CLI and maps failures to exit codes: 64 for bad input, 1 for runtime errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { message, code }) => {
+            error!("{message}");
+            eprintln!("netguard: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<DaemonError> for Failure {
+    fn from(e: DaemonError) -> Self {
+        Self {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn runtime<E: std::fmt::Display>(e: E) -> Failure {
+    Failure {
+        message: e.to_string(),
+        code: 1,
+    }
+}
+
+fn execute(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run { config } => daemon::run(&config)?,
+        Command::Check { config } => {
+            let p = daemon::prepare(&config)?;
+            for w in &p.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "{}: config OK: interface {}, {} denylist prefixes ({} IPv4, {} IPv6), {} trusted, ports {:?}",
+                config.display(),
+                p.config.xdp.interface,
+                p.denylist_entries,
+                p.plan.deny_v4.len(),
+                p.plan.deny_v6.len(),
+                p.plan.trusted_v4.len() + p.plan.trusted_v6.len(),
+                p.config.xdp.allowed_tcp_ports,
+            );
+        }
+        Command::Stats { pin_path, json } => {
+            let tables = Tables::open_pinned(&PinPaths::new(pin_path)).map_err(runtime)?;
+            let snapshot = Snapshot::new(
+                &tables.filter_config().map_err(runtime)?,
+                tables.counters().map_err(runtime)?,
+            );
+            if json {
+                println!("{}", snapshot.to_json());
+            } else {
+                print!("{}", snapshot.to_table());
+            }
+        }
+        Command::Deny { action, pin_path } => {
+            let mut tables = Tables::open_pinned(&PinPaths::new(pin_path)).map_err(runtime)?;
+            match action {
+                DenyAction::Add { cidrs } => {
+                    tables.deny_add(&cidrs).map_err(runtime)?;
+                    println!("added {} entries", cidrs.len());
+                }
+                DenyAction::Del { cidrs } => {
+                    let missing = tables.deny_del(&cidrs).map_err(runtime)?;
+                    for m in &missing {
+                        eprintln!("netguard: {m} was not in the denylist");
+                    }
+                    println!("removed {} entries", cidrs.len() - missing.len());
+                    if !missing.is_empty() {
+                        return Err(Failure {
+                            message: format!(
+                                "{} of the given entries were not in the denylist",
+                                missing.len()
+                            ),
+                            code: 1,
+                        });
+                    }
+                }
+                DenyAction::List => {
+                    for net in tables.deny_list().map_err(runtime)? {
+                        println!("{net}");
+                    }
+                }
+            }
+        }
+        Command::Detach { pin_path } => {
+            let paths = PinPaths::new(pin_path);
+            let removed = loader::detach(&paths).map_err(runtime)?;
+            if removed.is_empty() {
+                println!("nothing pinned under {}", paths.root().display());
+            } else {
+                println!(
+                    "detached; removed {} pins under {}",
+                    removed.len(),
+                    paths.root().display()
+                );
+            }
+        }
+        Command::ExampleConfig => print!("{EXAMPLE_CONFIG}"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn example_config_is_valid() {
+        let c =
+            Config::from_toml_str(EXAMPLE_CONFIG, "example.toml").expect("example config parses");
+        assert_eq!(c.xdp.allowed_tcp_ports, vec![80, 443]);
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "netguard",
+            "deny",
+            "add",
+            "192.0.2.1",
+            "--pin-path",
+            "/sys/fs/bpf/x",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Deny {
+                action: DenyAction::Add { .. },
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["netguard", "deny", "add", "not-an-ip"]).is_err());
+    }
+}

@@ -1,0 +1,909 @@
+//! The whole configuration as plain data.
+//!
+//! Nothing here touches the kernel or the network: a TOML file today, another source (etcd)
+//! later, both go through [`Config::from_toml_str`] and [`Config::validate`], and the rest of the
+//! daemon only ever sees a validated [`Config`]. Every key has a default except
+//! `xdp.interface`, so the smallest config is:
+//!
+//! ```toml
+//! [xdp]
+//! interface = "eth0"
+//! ```
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use netguard_common::policy::{MAX_INGRESS_V4, MAX_INGRESS_V6};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netguard";
+
+/// `IFNAMSIZ` (include/uapi/linux/if.h) counts the terminating NUL.
+const MAX_INTERFACE_NAME: usize = 15;
+
+/// A day: flows idle longer than that are not worth a slot in the flow table.
+const MAX_FLOW_TIMEOUT_SECS: u64 = 86_400;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub xdp: XdpConfig,
+    pub denylist: DenylistConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// bpffs directory for pinned maps and links, so `netguard deny add` and a restarted daemon
+    /// find the running filter's state.
+    pub pin_path: PathBuf,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            pin_path: PathBuf::from(DEFAULT_PIN_PATH),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct XdpConfig {
+    /// Required: the default is empty, which [`Config::validate`] refuses.
+    pub interface: String,
+    pub mode: AttachMode,
+    pub action: Action,
+    /// TCP destination ports open to new connections.
+    pub allowed_tcp_ports: Vec<u16>,
+    /// Destinations the filter guards; empty guards every destination.
+    #[serde(deserialize_with = "deserialize_ingress")]
+    pub ingress_addresses: Vec<IpNet>,
+    /// Sources that bypass the port and denylist checks.
+    #[serde(deserialize_with = "deserialize_trusted")]
+    pub trusted_sources: Vec<IpNet>,
+    pub icmp: IcmpMode,
+    pub ipv6: Ipv6Mode,
+    pub flow_timeout_tcp_secs: u64,
+    /// UDP and ICMP echo flows.
+    pub flow_timeout_udp_secs: u64,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        Self {
+            interface: String::new(),
+            mode: AttachMode::default(),
+            action: Action::default(),
+            allowed_tcp_ports: vec![80, 443],
+            ingress_addresses: Vec::new(),
+            trusted_sources: Vec::new(),
+            icmp: IcmpMode::default(),
+            ipv6: Ipv6Mode::default(),
+            flow_timeout_tcp_secs: 600,
+            flow_timeout_udp_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DenylistConfig {
+    /// Same syntax as a denylist file line (see [`crate::denylist`]).
+    pub cidrs: Vec<String>,
+    /// List files, plain or gzip. [`Config::load`] makes relative paths relative to the config
+    /// file's directory, so a config and its lists can move together.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// In the driver: fastest, and fails loudly where the driver lacks XDP support.
+    #[default]
+    Native,
+    /// `XDP_FLAGS_SKB_MODE`: works on any interface, at skb cost.
+    Generic,
+    /// Native, falling back to generic.
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Enforce,
+    /// Count what would be dropped, pass everything: for trying a policy on live traffic.
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IcmpMode {
+    /// Destination-unreachable (path MTU discovery needs it), time-exceeded and echo pass.
+    #[default]
+    Essential,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Mode {
+    #[default]
+    Drop,
+    /// Filter IPv6 with the same rules as IPv4.
+    Filter,
+}
+
+/// One thing wrong with a config, at a dotted key path such as `xdp.allowed_tcp_ports[2]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `line` and `column` are 1-based; 0 when toml gave no position.
+    #[error("parsing config {}: {message}", Located(.origin, *.line, *.column))]
+    Parse {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}: invalid config:{}", ProblemList(.problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+struct Located<'a>(&'a str, usize, usize);
+
+impl fmt::Display for Located<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Located(origin, 0, _) => write!(f, "{origin}"),
+            Located(origin, line, column) => write!(f, "{origin}:{line}:{column}"),
+        }
+    }
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0
+            .iter()
+            .try_for_each(|problem| write!(f, "\n  - {problem}"))
+    }
+}
+
+impl Config {
+    /// Parse + validate; `origin` names the source in errors (a file path, `"etcd:/key"`, `"<embedded>"`).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| parse_error(&e, text, origin))?;
+        config.validate().map_err(|problems| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            problems,
+        })?;
+        Ok(config)
+    }
+
+    /// Reads the file, parses, validates, and resolves relative `denylist.files` against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::from_toml_str(&text, &path.display().to_string())?;
+        // `parent` of a bare file name is "", and joining "" keeps the path relative to the
+        // working directory, which is where that config file is too.
+        if let Some(dir) = path.parent() {
+            for file in &mut config.denylist.files {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Every problem at once, not just the first.
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
+        let mut problems = Problems::default();
+        self.validate_daemon(&mut problems);
+        self.validate_xdp(&mut problems);
+        self.validate_denylist(&mut problems);
+        if problems.0.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.0)
+        }
+    }
+
+    fn validate_daemon(&self, problems: &mut Problems) {
+        let pin_path = &self.daemon.pin_path;
+        if pin_path.as_os_str().is_empty() {
+            problems.add("daemon.pin_path", "must not be empty");
+        } else if pin_path.is_relative() {
+            // Pins are shared with the CLI, which may run from any directory.
+            problems.add(
+                "daemon.pin_path",
+                "must be an absolute path (a bpffs directory)",
+            );
+        }
+    }
+
+    fn validate_xdp(&self, problems: &mut Problems) {
+        let xdp = &self.xdp;
+        if let Some(message) = interface_problem(&xdp.interface) {
+            problems.add("xdp.interface", message);
+        }
+
+        let mut first_index = HashMap::new();
+        for (i, &port) in xdp.allowed_tcp_ports.iter().enumerate() {
+            let key = format!("xdp.allowed_tcp_ports[{i}]");
+            if port == 0 {
+                problems.add(key, "port 0 cannot be a destination port");
+                continue;
+            }
+            match first_index.entry(port) {
+                Entry::Occupied(first) => problems.add(
+                    key,
+                    format!("{port} duplicates xdp.allowed_tcp_ports[{}]", first.get()),
+                ),
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+            }
+        }
+
+        for (name, nets) in [
+            ("ingress_addresses", &xdp.ingress_addresses),
+            ("trusted_sources", &xdp.trusted_sources),
+        ] {
+            for (i, net) in nets.iter().enumerate() {
+                if let Some(message) = crate::denylist::host_bits_problem(*net) {
+                    problems.add(format!("xdp.{name}[{i}]"), format!("{net}: {message}"));
+                }
+            }
+        }
+
+        // The ingress prefixes live inline in the XDP program's config value, which has
+        // room for only so many.
+        let v4 = xdp
+            .ingress_addresses
+            .iter()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
+        let v6 = xdp.ingress_addresses.len() - v4;
+        for (family, count, max) in [("IPv4", v4, MAX_INGRESS_V4), ("IPv6", v6, MAX_INGRESS_V6)] {
+            if count > max {
+                problems.add(
+                    "xdp.ingress_addresses",
+                    format!("{count} {family} entries; the XDP program holds at most {max}"),
+                );
+            }
+        }
+
+        for (key, secs) in [
+            ("xdp.flow_timeout_tcp_secs", xdp.flow_timeout_tcp_secs),
+            ("xdp.flow_timeout_udp_secs", xdp.flow_timeout_udp_secs),
+        ] {
+            if !(1..=MAX_FLOW_TIMEOUT_SECS).contains(&secs) {
+                problems.add(
+                    key,
+                    format!("must be 1 to {MAX_FLOW_TIMEOUT_SECS} seconds, not {secs}"),
+                );
+            }
+        }
+    }
+
+    fn validate_denylist(&self, problems: &mut Problems) {
+        for (i, text) in self.denylist.cidrs.iter().enumerate() {
+            if let Err(reason) = crate::denylist::parse_inline(text) {
+                problems.add(
+                    format!("denylist.cidrs[{i}]"),
+                    format!("{reason}: {text:?}"),
+                );
+            }
+        }
+        for (i, file) in self.denylist.files.iter().enumerate() {
+            if file.as_os_str().is_empty() {
+                problems.add(format!("denylist.files[{i}]"), "must not be empty");
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// The kernel's rules for a name `ip link` would accept (`dev_valid_name`, net/core/dev.c),
+/// so a typo fails here rather than at attach time.
+fn interface_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if name.len() > MAX_INTERFACE_NAME {
+        Some(format!(
+            "{name:?} is {} bytes; interface names are at most {MAX_INTERFACE_NAME}",
+            name.len()
+        ))
+    } else if name == "." || name == ".." {
+        Some(format!("{name:?} is not an interface name"))
+    } else if name.contains(['/', ':']) {
+        Some(format!("{name:?} must not contain '/' or ':'"))
+    } else if name.chars().any(char::is_whitespace) {
+        Some(format!("{name:?} must not contain whitespace"))
+    } else {
+        None
+    }
+}
+
+fn deserialize_ingress<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    d.deserialize_seq(NetsVisitor("xdp.ingress_addresses"))
+}
+
+fn deserialize_trusted<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    d.deserialize_seq(NetsVisitor("xdp.trusted_sources"))
+}
+
+/// Addresses as the operator writes them: a CIDR, or a bare address meaning /32 or /128.
+/// Host bits are accepted here and refused by `validate`, which lists them with the rest.
+///
+/// toml positions a bad element's error at the whole array, so the message names the element
+/// (`xdp.trusted_sources[1]`) itself.
+struct NetsVisitor(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for NetsVisitor {
+    type Value = Vec<IpNet>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of addresses or CIDRs")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut nets = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(text) = seq.next_element::<String>()? {
+            let net = crate::denylist::parse_net(&text).map_err(|reason| {
+                serde::de::Error::custom(format_args!(
+                    "{}[{}]: {reason}: {text:?}",
+                    self.0,
+                    nets.len()
+                ))
+            })?;
+            nets.push(net);
+        }
+        Ok(nets)
+    }
+}
+
+fn parse_error(error: &toml::de::Error, text: &str, origin: &str) -> ConfigError {
+    let (line, column) = error
+        .span()
+        .map_or((0, 0), |span| line_column(text, span.start));
+    ConfigError::Parse {
+        origin: origin.to_owned(),
+        line,
+        column,
+        message: error.message().trim_end().to_owned(),
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    // Count characters, not bytes: UTF-8 continuation bytes are 0b10xx_xxxx.
+    let column = before[line_start..]
+        .iter()
+        .filter(|&&b| b & 0xc0 != 0x80)
+        .count()
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    const FULL: &str = r#"
+[daemon]
+pin_path = "/sys/fs/bpf/edge"
+
+[xdp]
+interface = "ens5"
+mode = "generic"
+action = "audit"
+allowed_tcp_ports = [22, 80, 443]
+ingress_addresses = ["203.0.113.10/32", "203.0.113.128/25", "2001:db8::10"]
+trusted_sources = ["198.51.100.0/24", "192.0.2.7"]
+icmp = "drop"
+ipv6 = "filter"
+flow_timeout_tcp_secs = 3600
+flow_timeout_udp_secs = 30
+
+[denylist]
+cidrs = ["192.0.2.0/24", "2001:db8:bad::/48 ; inline comment"]
+files = ["/var/lib/netguard/drop.txt", "lists/firehol_level1.netset"]
+"#;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn minimal() -> Config {
+        Config {
+            xdp: XdpConfig {
+                interface: "eth0".into(),
+                ..XdpConfig::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    fn problems_of(text: &str) -> Vec<Problem> {
+        match Config::from_toml_str(text, "test.toml") {
+            Err(ConfigError::Invalid { origin, problems }) => {
+                assert_eq!(origin, "test.toml");
+                problems
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> (usize, usize, String) {
+        match Config::from_toml_str(text, "test.toml") {
+            Err(ConfigError::Parse {
+                origin,
+                line,
+                column,
+                message,
+            }) => {
+                assert_eq!(origin, "test.toml");
+                (line, column, message)
+            }
+            other => panic!("expected Parse, got {other:?}"),
+        }
+    }
+
+    /// A unique directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "netguard-config-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::from_toml_str("[xdp]\ninterface = \"eth0\"\n", "test.toml").unwrap();
+        assert_eq!(config, minimal());
+        assert_eq!(config.daemon.pin_path, Path::new(DEFAULT_PIN_PATH));
+        let xdp = &config.xdp;
+        assert_eq!(xdp.mode, AttachMode::Native);
+        assert_eq!(xdp.action, Action::Enforce);
+        assert_eq!(xdp.allowed_tcp_ports, [80, 443]);
+        assert!(xdp.ingress_addresses.is_empty());
+        assert!(xdp.trusted_sources.is_empty());
+        assert_eq!(xdp.icmp, IcmpMode::Essential);
+        assert_eq!(xdp.ipv6, Ipv6Mode::Drop);
+        assert_eq!(xdp.flow_timeout_tcp_secs, 600);
+        assert_eq!(xdp.flow_timeout_udp_secs, 60);
+        assert_eq!(config.denylist, DenylistConfig::default());
+    }
+
+    #[test]
+    fn interface_is_required() {
+        let problems = problems_of("");
+        assert_eq!(
+            problems,
+            [Problem {
+                key: "xdp.interface".into(),
+                message: "must not be empty".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn full_example_round_trip() {
+        let config = Config::from_toml_str(FULL, "full.toml").unwrap();
+        let want = Config {
+            daemon: DaemonConfig {
+                pin_path: "/sys/fs/bpf/edge".into(),
+            },
+            xdp: XdpConfig {
+                interface: "ens5".into(),
+                mode: AttachMode::Generic,
+                action: Action::Audit,
+                allowed_tcp_ports: vec![22, 80, 443],
+                ingress_addresses: vec![
+                    net("203.0.113.10/32"),
+                    net("203.0.113.128/25"),
+                    net("2001:db8::10/128"),
+                ],
+                trusted_sources: vec![net("198.51.100.0/24"), net("192.0.2.7/32")],
+                icmp: IcmpMode::Drop,
+                ipv6: Ipv6Mode::Filter,
+                flow_timeout_tcp_secs: 3600,
+                flow_timeout_udp_secs: 30,
+            },
+            denylist: DenylistConfig {
+                cidrs: vec![
+                    "192.0.2.0/24".into(),
+                    "2001:db8:bad::/48 ; inline comment".into(),
+                ],
+                files: vec![
+                    "/var/lib/netguard/drop.txt".into(),
+                    "lists/firehol_level1.netset".into(),
+                ],
+            },
+        };
+        assert_eq!(config, want);
+
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(Config::from_toml_str(&text, "round-trip").unwrap(), config);
+        // Serialized addresses are always CIDRs.
+        assert!(text.contains("\"192.0.2.7/32\""), "{text}");
+
+        let defaults = toml::to_string(&minimal()).unwrap();
+        assert_eq!(
+            Config::from_toml_str(&defaults, "round-trip").unwrap(),
+            minimal()
+        );
+    }
+
+    #[test]
+    fn bare_address_is_a_host_prefix() {
+        let config = Config::from_toml_str(
+            "[xdp]\ninterface = \"eth0\"\ningress_addresses = [\"203.0.113.10\", \"2001:db8::1\"]\n",
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.xdp.ingress_addresses,
+            [net("203.0.113.10/32"), net("2001:db8::1/128")]
+        );
+    }
+
+    #[test]
+    fn each_validation_problem() {
+        let cases: &[(&str, &str, &str)] = &[
+            // (xdp keys after `interface`, or a whole document; key; message fragment)
+            ("interface = \"\"", "xdp.interface", "must not be empty"),
+            (
+                "interface = \"abcdefghijklmnop\"",
+                "xdp.interface",
+                "at most 15",
+            ),
+            ("interface = \"eth/0\"", "xdp.interface", "'/'"),
+            ("interface = \"eth0:1\"", "xdp.interface", "':'"),
+            ("interface = \"eth 0\"", "xdp.interface", "whitespace"),
+            (
+                "interface = \"..\"",
+                "xdp.interface",
+                "not an interface name",
+            ),
+            (
+                "allowed_tcp_ports = [80, 0]",
+                "xdp.allowed_tcp_ports[1]",
+                "port 0",
+            ),
+            (
+                "allowed_tcp_ports = [80, 443, 80]",
+                "xdp.allowed_tcp_ports[2]",
+                "80 duplicates xdp.allowed_tcp_ports[0]",
+            ),
+            (
+                "ingress_addresses = [\"203.0.113.10/24\"]",
+                "xdp.ingress_addresses[0]",
+                "use 203.0.113.10/32 for the single address or 203.0.113.0/24 for the network",
+            ),
+            (
+                "trusted_sources = [\"10.0.0.0/8\", \"2001:db8::1/64\"]",
+                "xdp.trusted_sources[1]",
+                "2001:db8::1/128",
+            ),
+            (
+                "flow_timeout_tcp_secs = 0",
+                "xdp.flow_timeout_tcp_secs",
+                "1 to 86400",
+            ),
+            (
+                "flow_timeout_udp_secs = 86401",
+                "xdp.flow_timeout_udp_secs",
+                "not 86401",
+            ),
+        ];
+        for &(xdp, key, fragment) in cases {
+            let text = if xdp.starts_with("interface") {
+                format!("[xdp]\n{xdp}\n")
+            } else {
+                format!("[xdp]\ninterface = \"eth0\"\n{xdp}\n")
+            };
+            let problems = problems_of(&text);
+            assert_eq!(problems.len(), 1, "{xdp}: {problems:?}");
+            assert_eq!(problems[0].key, key, "{xdp}");
+            assert!(
+                problems[0].message.contains(fragment),
+                "{xdp}: {}",
+                problems[0].message
+            );
+        }
+
+        let other: &[(&str, &str, &str)] = &[
+            (
+                "[daemon]\npin_path = \"\"",
+                "daemon.pin_path",
+                "must not be empty",
+            ),
+            (
+                "[daemon]\npin_path = \"bpf/netguard\"",
+                "daemon.pin_path",
+                "absolute",
+            ),
+            (
+                "[denylist]\ncidrs = [\"192.0.2.0/24\", \"10.0.0.1/8\"]",
+                "denylist.cidrs[1]",
+                "host bits set",
+            ),
+            (
+                "[denylist]\ncidrs = [\"hello\"]",
+                "denylist.cidrs[0]",
+                "\"hello\"",
+            ),
+            (
+                "[denylist]\ncidrs = [\"# nothing\"]",
+                "denylist.cidrs[0]",
+                "no address",
+            ),
+            (
+                "[denylist]\nfiles = [\"\"]",
+                "denylist.files[0]",
+                "must not be empty",
+            ),
+        ];
+        for &(section, key, fragment) in other {
+            let text = format!("[xdp]\ninterface = \"eth0\"\n{section}\n");
+            let problems = problems_of(&text);
+            assert_eq!(problems.len(), 1, "{section}: {problems:?}");
+            assert_eq!(problems[0].key, key, "{section}");
+            assert!(
+                problems[0].message.contains(fragment),
+                "{section}: {}",
+                problems[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn every_duplicate_port_points_at_the_first() {
+        let mut config = minimal();
+        config.xdp.allowed_tcp_ports = vec![80, 443, 80, 80];
+        let problems = config.validate().unwrap_err();
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "xdp.allowed_tcp_ports[2]: 80 duplicates xdp.allowed_tcp_ports[0]",
+                "xdp.allowed_tcp_ports[3]: 80 duplicates xdp.allowed_tcp_ports[0]",
+            ]
+        );
+    }
+
+    #[test]
+    fn ingress_capacity() {
+        let mut config = minimal();
+        config.xdp.ingress_addresses = (0..=MAX_INGRESS_V4)
+            .map(|i| IpNet::from(IpAddr::from([10, 0, 0, i as u8])))
+            .chain(
+                (0..=MAX_INGRESS_V6)
+                    .map(|i| IpNet::from(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16]))),
+            )
+            .collect();
+        let problems = config.validate().unwrap_err();
+        let messages: Vec<&str> = problems
+            .iter()
+            .inspect(|p| assert_eq!(p.key, "xdp.ingress_addresses"))
+            .map(|p| p.message.as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "65 IPv4 entries; the XDP program holds at most 64",
+                "17 IPv6 entries; the XDP program holds at most 16"
+            ]
+        );
+
+        config.xdp.ingress_addresses.truncate(MAX_INGRESS_V4);
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn several_problems_reported_together() {
+        let text = r#"
+[daemon]
+pin_path = "relative"
+[xdp]
+interface = ""
+allowed_tcp_ports = [0, 22, 22]
+ingress_addresses = ["203.0.113.10/24"]
+flow_timeout_udp_secs = 0
+[denylist]
+cidrs = ["1.2.3.4/33"]
+"#;
+        let err = Config::from_toml_str(text, "edge.toml").unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("expected Invalid, got {err:?}");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "daemon.pin_path",
+                "xdp.interface",
+                "xdp.allowed_tcp_ports[0]",
+                "xdp.allowed_tcp_ports[2]",
+                "xdp.ingress_addresses[0]",
+                "xdp.flow_timeout_udp_secs",
+                "denylist.cidrs[0]",
+            ]
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(
+                "edge.toml: invalid config:\n  - daemon.pin_path: must be an absolute path"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("\n  - xdp.interface: must not be empty\n  - "),
+            "{shown}"
+        );
+        assert_eq!(shown.lines().count(), 1 + problems.len(), "{shown}");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let (line, column, message) =
+            parse_err("[xdp]\ninterface = \"eth0\"\nallowed_ports = [22]\n");
+        assert_eq!((line, column), (3, 1));
+        assert!(
+            message.contains("unknown field `allowed_ports`"),
+            "{message}"
+        );
+
+        let (line, _, message) = parse_err("[daemon]\npin_path = \"/x\"\n[bogus]\nfoo = 1\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("unknown field `bogus`"), "{message}");
+
+        let err =
+            Config::from_toml_str("[xdp]\nifname = \"eth0\"\n", "/etc/netguard.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("parsing config /etc/netguard.toml:2:1: unknown field `ifname`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_parse_errors_with_position() {
+        let (line, column, message) = parse_err(
+            "[xdp]\ninterface = \"eth0\"\ningress_addresses = [\"203.0.113.10\", \"bogus\"]\n",
+        );
+        assert_eq!((line, column), (3, 21));
+        assert_eq!(
+            message,
+            "xdp.ingress_addresses[1]: not an IP address or CIDR: \"bogus\""
+        );
+
+        let (line, _, message) = parse_err("[xdp]\ninterface = \"eth0\"\nmode = \"fast\"\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("unknown variant `fast`"), "{message}");
+
+        let (line, _, _) =
+            parse_err("[xdp]\ninterface = \"eth0\"\nallowed_tcp_ports = [80, 65536]\n");
+        assert_eq!(line, 3);
+
+        let (line, _, _) = parse_err("[xdp\n");
+        assert_eq!(line, 1);
+    }
+
+    #[test]
+    fn load_resolves_relative_list_paths_against_the_config_directory() {
+        let dir = TempDir::new("load");
+        let path = dir.0.join("netguard.toml");
+        std::fs::write(
+            &path,
+            "[xdp]\ninterface = \"eth0\"\n[denylist]\n\
+             files = [\"lists/drop.txt\", \"/abs/edrop.txt\", \"../up.netset\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.denylist.files,
+            [
+                dir.0.join("lists/drop.txt"),
+                PathBuf::from("/abs/edrop.txt"),
+                dir.0.join("../up.netset"),
+            ]
+        );
+    }
+
+    #[test]
+    fn load_errors_name_the_path() {
+        let dir = TempDir::new("load-errors");
+        let missing = dir.0.join("missing.toml");
+        let err = Config::load(&missing).unwrap_err();
+        assert!(matches!(&err, ConfigError::Read { path, .. } if *path == missing));
+        assert!(
+            err.to_string()
+                .starts_with(&format!("reading config {}: ", missing.display())),
+            "{err}"
+        );
+
+        let invalid = dir.0.join("invalid.toml");
+        std::fs::write(&invalid, "[xdp]\ninterface = \"eth0\"\nicmp = \"some\"\n").unwrap();
+        let err = Config::load(&invalid).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("parsing config {}:3:", invalid.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        let text = "a\nbé=x";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 2), (2, 1));
+        assert_eq!(line_column(text, text.find('=').unwrap()), (2, 3));
+        assert_eq!(line_column(text, 1000), (2, 5));
+    }
+}

@@ -1,0 +1,20 @@
+//! netguard: the ingress edge's control plane.
+//!
+//! Data path in `netguard-ebpf`, shared layouts in `netguard-common`; this crate holds the
+//! config (plain data, so another source such as etcd can feed it), the denylist loader, the
+//! pure policy → map-entry translation, the kernel loader/attacher, and the CLI.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod denylist;
+pub mod loader;
+pub mod paths;
+pub mod policy;
+pub mod stats;
+pub mod tables;
+
+/// The eBPF object built by `build.rs` (aya-build), embedded at compile time.
+pub fn ebpf_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netguard"))
+}

@@ -1,0 +1,348 @@
+//! Loading the embedded eBPF object with pinned maps, and attaching its programs through pinned
+//! bpf links so the filter outlives the daemon.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::MapInfo,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+    sys::SyscallError,
+};
+use netguard_common::maps::{self, MapLayout};
+use tracing::{info, warn};
+
+use crate::{config::AttachMode, paths::PinPaths};
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path} is not on a mounted bpffs; mount one with `mount -t bpf bpf {mount}`")]
+    NotBpffs { path: PathBuf, mount: PathBuf },
+    #[error("creating pin directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error(
+        "pinned map {path} has {found}, this netguard expects {expected}; \
+         remove the old pins with `netguard detach --pin-path {root}`"
+    )]
+    Layout {
+        path: PathBuf,
+        root: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("reading pinned map {path}: {source}")]
+    MapInfo {
+        path: PathBuf,
+        source: aya::maps::MapError,
+    },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error(
+        "this netguard binary embeds no eBPF object (it was built with AYA_BUILD_SKIP=1); rebuild without it"
+    )]
+    NoObject,
+    #[error("adopting pinned link {path}: {source}")]
+    AdoptLink { path: PathBuf, source: LinkError },
+    #[error("the eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("loading program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("attaching XDP to {interface} in {mode} mode: {source}")]
+    AttachXdp {
+        interface: String,
+        mode: &'static str,
+        source: ProgramError,
+    },
+    #[error("attaching the tc egress flow tracker to {interface}: {source}")]
+    AttachTc {
+        interface: String,
+        source: ProgramError,
+    },
+    #[error(
+        "attaching to {interface} did not create a bpf link (the kernel fell back to netlink), \
+         so it cannot be pinned to outlive the daemon"
+    )]
+    NotALink { interface: String },
+    #[error("opening pinned link {path}: {source}")]
+    OpenLink { path: PathBuf, source: LinkError },
+    #[error("pinning link {path}: {source}")]
+    PinLink {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("removing {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+/// Fails unless `paths`' parent directory is a mounted bpffs.
+pub fn check_bpffs(paths: &PinPaths) -> Result<(), LoadError> {
+    let mount = paths.bpffs().to_path_buf();
+    let not_bpffs = || LoadError::NotBpffs {
+        path: paths.root().to_path_buf(),
+        mount: mount.clone(),
+    };
+    let c = CString::new(mount.as_os_str().as_encoded_bytes()).map_err(|_| not_bpffs())?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(not_bpffs());
+    }
+    Ok(())
+}
+
+fn describe(l: &MapLayout) -> String {
+    format!(
+        "type {} key {} B value {} B max_entries {}",
+        l.map_type, l.key_size, l.value_size, l.max_entries
+    )
+}
+
+/// aya reopens a pinned map by name without checking it: compare every existing pin with the
+/// layout this build expects, and refuse rather than share maps of another shape.
+pub fn check_pinned_layouts(paths: &PinPaths) -> Result<(), LoadError> {
+    for expected in maps::LAYOUTS {
+        let path = paths.map(expected.name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).map_err(|source| LoadError::MapInfo {
+            path: path.clone(),
+            source,
+        })?;
+        let found = MapLayout {
+            name: expected.name,
+            map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        };
+        if found != expected {
+            return Err(LoadError::Layout {
+                path,
+                root: paths.root().to_path_buf(),
+                found: describe(&found),
+                expected: describe(&expected),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Loads the embedded object. Maps are reused from their pins when present (counters and
+/// tables survive a restart) and created and pinned otherwise.
+pub fn load(paths: &PinPaths) -> Result<Ebpf, LoadError> {
+    if crate::ebpf_object().is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    check_bpffs(paths)?;
+    let dir = paths.maps_dir();
+    fs::create_dir_all(&dir).map_err(|source| LoadError::CreateDir { path: dir, source })?;
+    check_pinned_layouts(paths)?;
+    let pins: Vec<(&str, PathBuf)> = maps::ALL.iter().map(|n| (*n, paths.map(n))).collect();
+    let mut loader = EbpfLoader::new();
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    Ok(loader.load(crate::ebpf_object())?)
+}
+
+fn xdp_modes(mode: AttachMode) -> &'static [(XdpMode, &'static str)] {
+    match mode {
+        AttachMode::Native => &[(XdpMode::Driver, "native")],
+        AttachMode::Generic => &[(XdpMode::Skb, "generic")],
+        AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+    }
+}
+
+fn is_not_found(e: &LinkError) -> bool {
+    matches!(e, LinkError::SyscallError(SyscallError { io_error, .. }) if io_error.kind() == io::ErrorKind::NotFound)
+}
+
+/// How a program got onto its hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link was created and pinned.
+    New { mode: &'static str },
+    /// A pinned link from an earlier run now runs this program (atomic `BPF_LINK_UPDATE`).
+    Replaced,
+}
+
+/// Attaches the XDP filter to `interface`, or swaps it into the link pinned by an earlier run
+/// without ever leaving the interface unfiltered.
+pub fn attach_xdp(
+    ebpf: &mut Ebpf,
+    paths: &PinPaths,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<Attached, LoadError> {
+    let name = maps::XDP_PROGRAM;
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })?;
+    prog.load()
+        .map_err(|source| LoadError::Program { name, source })?;
+    let pin = paths.xdp_link();
+    match PinnedLink::from_pin(&pin) {
+        Ok(old) => {
+            let link =
+                XdpLink::try_from(FdLink::from(old)).map_err(|source| LoadError::AdoptLink {
+                    path: pin.clone(),
+                    source,
+                })?;
+            let id = prog
+                .attach_to_link(link)
+                .map_err(|source| LoadError::AttachXdp {
+                    interface: interface.to_string(),
+                    mode: "existing link",
+                    source,
+                })?;
+            // The pin keeps the link; dropping our handle must not detach it.
+            let owned = prog
+                .take_link(id)
+                .map_err(|source| LoadError::Program { name, source })?;
+            drop(FdLink::try_from(owned));
+            info!(interface, pin = %pin.display(), "XDP program swapped into the pinned link");
+            Ok(Attached::Replaced)
+        }
+        Err(e) if is_not_found(&e) => {
+            let mut last = None;
+            for (xdp_mode, label) in xdp_modes(mode) {
+                match prog.attach(interface, *xdp_mode) {
+                    Ok(id) => {
+                        let owned = prog
+                            .take_link(id)
+                            .map_err(|source| LoadError::Program { name, source })?;
+                        let fd = FdLink::try_from(owned).map_err(|_| LoadError::NotALink {
+                            interface: interface.to_string(),
+                        })?;
+                        fd.pin(&pin).map_err(|source| LoadError::PinLink {
+                            path: pin.clone(),
+                            source,
+                        })?;
+                        info!(interface, mode = label, pin = %pin.display(), "XDP program attached");
+                        return Ok(Attached::New { mode: label });
+                    }
+                    Err(source) => {
+                        if mode == AttachMode::Auto {
+                            warn!(interface, mode = label, error = %source, "XDP attach failed, trying the next mode");
+                        }
+                        last = Some(LoadError::AttachXdp {
+                            interface: interface.to_string(),
+                            mode: label,
+                            source,
+                        });
+                    }
+                }
+            }
+            Err(last.unwrap_or(LoadError::MissingProgram(name)))
+        }
+        Err(source) => Err(LoadError::OpenLink { path: pin, source }),
+    }
+}
+
+/// Attaches the flow tracker on `interface` egress (TCX), or swaps it into the pinned link.
+pub fn attach_flow_tracker(
+    ebpf: &mut Ebpf,
+    paths: &PinPaths,
+    interface: &str,
+) -> Result<Attached, LoadError> {
+    let name = maps::FLOW_TRACK_PROGRAM;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })?;
+    prog.load()
+        .map_err(|source| LoadError::Program { name, source })?;
+    let pin = paths.flow_track_link();
+    let tc_err = |source| LoadError::AttachTc {
+        interface: interface.to_string(),
+        source,
+    };
+    match PinnedLink::from_pin(&pin) {
+        Ok(old) => {
+            let link = SchedClassifierLink::try_from(FdLink::from(old)).map_err(|source| {
+                LoadError::AdoptLink {
+                    path: pin.clone(),
+                    source,
+                }
+            })?;
+            let id = prog.attach_to_link(link).map_err(tc_err)?;
+            let owned = prog
+                .take_link(id)
+                .map_err(|source| LoadError::Program { name, source })?;
+            drop(FdLink::try_from(owned));
+            Ok(Attached::Replaced)
+        }
+        Err(e) if is_not_found(&e) => {
+            let id = prog
+                .attach(interface, TcAttachType::Egress)
+                .map_err(tc_err)?;
+            let owned = prog
+                .take_link(id)
+                .map_err(|source| LoadError::Program { name, source })?;
+            let fd = FdLink::try_from(owned).map_err(|_| LoadError::NotALink {
+                interface: interface.to_string(),
+            })?;
+            fd.pin(&pin).map_err(|source| LoadError::PinLink {
+                path: pin.clone(),
+                source,
+            })?;
+            info!(interface, pin = %pin.display(), "tc egress flow tracker attached (TCX)");
+            Ok(Attached::New { mode: "tcx" })
+        }
+        Err(source) => Err(LoadError::OpenLink { path: pin, source }),
+    }
+}
+
+/// Removes the links (which detaches the programs), then every map pin and the directories.
+/// Missing pieces are skipped, so detach is idempotent. Returns what was removed.
+pub fn detach(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
+    let mut removed = Vec::new();
+    let mut remove = |path: PathBuf| -> Result<(), LoadError> {
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                removed.push(path);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LoadError::Remove { path, source }),
+        }
+    };
+    // XDP first: once the filter is gone, the flow tracker has no reader.
+    remove(paths.xdp_link())?;
+    remove(paths.flow_track_link())?;
+    for name in maps::ALL {
+        remove(paths.map(name))?;
+    }
+    for dir in [paths.maps_dir(), paths.root().to_path_buf()] {
+        match fs::remove_dir(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(LoadError::Remove { path: dir, source }),
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether an earlier run left a pinned XDP link (the filter is enforcing without a daemon).
+pub fn is_attached(paths: &PinPaths) -> bool {
+    Path::new(&paths.xdp_link()).exists()
+}

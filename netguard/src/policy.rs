@@ -1,0 +1,186 @@
+//! Config → map entries, as plain functions tested without a kernel.
+
+use std::{collections::HashSet, hash::Hash};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use netguard_common::policy::{
+    FLAG_AUDIT, FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FLAG_HAS_TRUSTED_V4, FLAG_HAS_TRUSTED_V6,
+    FLAG_ICMP_ESSENTIAL, FLAG_IPV6_FILTER, FilterConfig,
+};
+
+use crate::{
+    config::{Action, Config, IcmpMode, Ipv6Mode},
+    denylist::Denylist,
+};
+
+/// Everything the maps must hold for one config: the single policy value and the prefix sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapPlan {
+    pub filter: FilterConfig,
+    pub deny_v4: Vec<Ipv4Net>,
+    pub deny_v6: Vec<Ipv6Net>,
+    pub trusted_v4: Vec<Ipv4Net>,
+    pub trusted_v6: Vec<Ipv6Net>,
+}
+
+/// Builds the plan. The config must have passed `validate()` (ingress table sizes, ports).
+pub fn plan(config: &Config, denylist: &Denylist) -> MapPlan {
+    let (trusted_v4, trusted_v6) = split(&config.xdp.trusted_sources);
+    let filter = filter_config(config, denylist, &trusted_v4, &trusted_v6);
+    MapPlan {
+        filter,
+        deny_v4: denylist.v4.clone(),
+        deny_v6: denylist.v6.clone(),
+        trusted_v4,
+        trusted_v6,
+    }
+}
+
+fn filter_config(
+    config: &Config,
+    deny: &Denylist,
+    trusted_v4: &[Ipv4Net],
+    trusted_v6: &[Ipv6Net],
+) -> FilterConfig {
+    let x = &config.xdp;
+    let mut f = FilterConfig::EMPTY;
+    for port in &x.allowed_tcp_ports {
+        f.allow_tcp_port(*port);
+    }
+    for net in &x.ingress_addresses {
+        // validate() bounds the table, so `add_*` cannot refuse here.
+        match net {
+            IpNet::V4(n) => f.add_ingress_v4(n.network().octets(), n.prefix_len()),
+            IpNet::V6(n) => f.add_ingress_v6(n.network().octets(), n.prefix_len()),
+        };
+    }
+    let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+    f.flags = flag(x.action == Action::Audit, FLAG_AUDIT)
+        | flag(x.icmp == IcmpMode::Essential, FLAG_ICMP_ESSENTIAL)
+        | flag(x.ipv6 == Ipv6Mode::Filter, FLAG_IPV6_FILTER)
+        | flag(!deny.v4.is_empty(), FLAG_HAS_DENY_V4)
+        | flag(!deny.v6.is_empty(), FLAG_HAS_DENY_V6)
+        | flag(!trusted_v4.is_empty(), FLAG_HAS_TRUSTED_V4)
+        | flag(!trusted_v6.is_empty(), FLAG_HAS_TRUSTED_V6);
+    f.flow_timeout_tcp_ns = x.flow_timeout_tcp_secs.saturating_mul(1_000_000_000);
+    f.flow_timeout_other_ns = x.flow_timeout_udp_secs.saturating_mul(1_000_000_000);
+    f
+}
+
+pub fn split(nets: &[IpNet]) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for n in nets {
+        match n {
+            IpNet::V4(n) => v4.push(n.trunc()),
+            IpNet::V6(n) => v6.push(n.trunc()),
+        }
+    }
+    v4.sort_unstable();
+    v4.dedup();
+    v6.sort_unstable();
+    v6.dedup();
+    (v4, v6)
+}
+
+/// What to change to get from `current` to `desired`: additions first, so an entry that stays
+/// never blinks out, then removals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff<T> {
+    pub add: Vec<T>,
+    pub remove: Vec<T>,
+}
+
+pub fn diff<T: Eq + Hash + Clone>(current: &HashSet<T>, desired: &[T]) -> Diff<T> {
+    let wanted: HashSet<&T> = desired.iter().collect();
+    Diff {
+        add: desired
+            .iter()
+            .filter(|d| !current.contains(*d))
+            .cloned()
+            .collect(),
+        remove: current
+            .iter()
+            .filter(|c| !wanted.contains(c))
+            .cloned()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use netguard_common::{golden, packet::Addr};
+
+    fn config(toml: &str) -> Config {
+        Config::from_toml_str(toml, "<test>").expect("valid config")
+    }
+
+    #[test]
+    fn defaults_allow_80_and_443_and_guard_everything() {
+        let c = config("[xdp]\ninterface = \"eth0\"\n");
+        let p = plan(&c, &Denylist::default());
+        assert!(p.filter.tcp_port_allowed(80));
+        assert!(p.filter.tcp_port_allowed(443));
+        assert!(!p.filter.tcp_port_allowed(22));
+        assert!(p.filter.is_guarded(&Addr::v4([8, 8, 8, 8])));
+        assert!(p.filter.has(FLAG_ICMP_ESSENTIAL));
+        assert!(!p.filter.has(FLAG_AUDIT));
+        assert!(!p.filter.has(FLAG_IPV6_FILTER));
+        assert_eq!(p.filter.flags & (FLAG_HAS_DENY_V4 | FLAG_HAS_TRUSTED_V4), 0);
+        assert_eq!(p.filter.flow_timeout_tcp_ns, 600_000_000_000);
+    }
+
+    #[test]
+    fn fixture_config_matches_golden_fixture() {
+        // The same policy the golden packets are judged under, written as an operator would.
+        let c = config(
+            r#"
+            [xdp]
+            interface = "eth0"
+            allowed_tcp_ports = [80, 443]
+            ingress_addresses = ["203.0.113.10/32", "2001:db8::10/128"]
+            trusted_sources = ["192.0.2.50/32"]
+            [denylist]
+            cidrs = ["198.51.100.0/24", "2001:db8:bad::/48"]
+            "#,
+        );
+        let deny = Denylist {
+            v4: vec!["198.51.100.0/24".parse().expect("cidr")],
+            v6: vec!["2001:db8:bad::/48".parse().expect("cidr")],
+            ..Default::default()
+        };
+        let p = plan(&c, &deny);
+        let mut expected = golden::fixture_config(golden::DEFAULT_MODE);
+        expected.flow_timeout_tcp_ns = p.filter.flow_timeout_tcp_ns;
+        expected.flow_timeout_other_ns = p.filter.flow_timeout_other_ns;
+        assert_eq!(p.filter, expected);
+        assert_eq!(
+            p.trusted_v4,
+            vec!["192.0.2.50/32".parse::<Ipv4Net>().expect("cidr")]
+        );
+    }
+
+    #[test]
+    fn audit_and_modes() {
+        let c = config(
+            "[xdp]\ninterface = \"eth0\"\naction = \"audit\"\nicmp = \"drop\"\nipv6 = \"filter\"\n",
+        );
+        let f = plan(&c, &Denylist::default()).filter;
+        assert!(f.has(FLAG_AUDIT));
+        assert!(!f.has(FLAG_ICMP_ESSENTIAL));
+        assert!(f.has(FLAG_IPV6_FILTER));
+    }
+
+    #[test]
+    fn diff_adds_before_removing() {
+        let current: HashSet<u32> = [1, 2, 3].into_iter().collect();
+        let mut d = diff(&current, &[2, 3, 4, 5]);
+        d.remove.sort_unstable();
+        assert_eq!(d.add, vec![4, 5]);
+        assert_eq!(d.remove, vec![1]);
+        let same = diff(&current, &[3, 2, 1]);
+        assert!(same.add.is_empty() && same.remove.is_empty());
+    }
+}

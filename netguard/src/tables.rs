@@ -1,0 +1,361 @@
+//! Reading and writing netguard's maps, from the daemon (maps it just loaded) or from the CLI
+//! (maps reopened from their pins, with no daemon running).
+
+use std::{collections::HashSet, time::Instant};
+
+use aya::{
+    Ebpf,
+    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use netguard_common::{
+    maps,
+    policy::{FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FilterConfig},
+    reason::{COUNTER_SLOTS, Counter},
+};
+
+use crate::{
+    paths::PinPaths,
+    policy::{self, MapPlan},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("map {name} is missing from the eBPF object")]
+    Missing { name: &'static str },
+    #[error(
+        "opening pinned map {path}: {source} (is netguard running or attached with this pin path?)"
+    )]
+    Open { path: String, source: MapError },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> TableError {
+    move |source| TableError::Map { name, source }
+}
+
+type Trie<K> = LpmTrie<MapData, K, u8>;
+
+/// Handles on every map netguard writes.
+pub struct Tables {
+    config: Array<MapData, FilterConfig>,
+    counters: PerCpuArray<MapData, Counter>,
+    deny_v4: Trie<[u8; 4]>,
+    deny_v6: Trie<[u8; 16]>,
+    trusted_v4: Trie<[u8; 4]>,
+    trusted_v6: Trie<[u8; 16]>,
+}
+
+/// Counts of one `apply`, for logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub added: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+}
+
+/// Progress of a long table fill.
+#[derive(Debug, Clone, Copy)]
+pub struct FillProgress {
+    pub table: &'static str,
+    pub done: usize,
+    pub total: usize,
+}
+
+impl Tables {
+    /// Takes the maps out of a freshly loaded object (the object keeps using them).
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, TableError> {
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(TableError::Missing { name });
+        Self::from_maps(&mut take)
+    }
+
+    /// Reopens the pinned maps of a running (or daemon-less, still attached) instance.
+    pub fn open_pinned(paths: &PinPaths) -> Result<Self, TableError> {
+        let mut open = |name: &'static str| {
+            let path = paths.map(name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|source| TableError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+        Self::from_maps(&mut open)
+    }
+
+    fn from_maps(
+        get: &mut dyn FnMut(&'static str) -> Result<Map, TableError>,
+    ) -> Result<Self, TableError> {
+        Ok(Self {
+            config: get(maps::CONFIG)?
+                .try_into()
+                .map_err(map_err(maps::CONFIG))?,
+            counters: get(maps::COUNTERS)?
+                .try_into()
+                .map_err(map_err(maps::COUNTERS))?,
+            deny_v4: get(maps::DENY_V4)?
+                .try_into()
+                .map_err(map_err(maps::DENY_V4))?,
+            deny_v6: get(maps::DENY_V6)?
+                .try_into()
+                .map_err(map_err(maps::DENY_V6))?,
+            trusted_v4: get(maps::TRUSTED_V4)?
+                .try_into()
+                .map_err(map_err(maps::TRUSTED_V4))?,
+            trusted_v6: get(maps::TRUSTED_V6)?
+                .try_into()
+                .map_err(map_err(maps::TRUSTED_V6))?,
+        })
+    }
+
+    pub fn filter_config(&self) -> Result<FilterConfig, TableError> {
+        self.config.get(&0, 0).map_err(map_err(maps::CONFIG))
+    }
+
+    pub fn set_filter_config(&mut self, cfg: &FilterConfig) -> Result<(), TableError> {
+        self.config.set(0, cfg, 0).map_err(map_err(maps::CONFIG))
+    }
+
+    /// Brings every table to `plan`: prefixes are added before stale ones leave, and the policy
+    /// value is written last, so no packet sees a state that is neither the old nor the new one
+    /// in a way that opens anything (a stale deny entry may linger a moment; a wanted one never
+    /// goes missing).
+    pub fn apply(
+        &mut self,
+        plan: &MapPlan,
+        progress: &mut dyn FnMut(FillProgress),
+    ) -> Result<ApplyReport, TableError> {
+        let mut report = ApplyReport::default();
+        sync(
+            &mut self.deny_v4,
+            &DENY_V4,
+            &plan.deny_v4,
+            &mut report,
+            progress,
+        )?;
+        sync(
+            &mut self.deny_v6,
+            &DENY_V6,
+            &plan.deny_v6,
+            &mut report,
+            progress,
+        )?;
+        sync(
+            &mut self.trusted_v4,
+            &TRUSTED_V4,
+            &plan.trusted_v4,
+            &mut report,
+            progress,
+        )?;
+        sync(
+            &mut self.trusted_v6,
+            &TRUSTED_V6,
+            &plan.trusted_v6,
+            &mut report,
+            progress,
+        )?;
+        self.set_filter_config(&plan.filter)?;
+        Ok(report)
+    }
+
+    /// Adds denylist entries to the live map (effective on the next packet).
+    pub fn deny_add(&mut self, nets: &[IpNet]) -> Result<(), TableError> {
+        let (v4, v6) = policy::split(nets);
+        let mut cfg = self.filter_config()?;
+        for n in &v4 {
+            self.deny_v4
+                .insert(&v4_key(n), 1, 0)
+                .map_err(map_err(maps::DENY_V4))?;
+        }
+        for n in &v6 {
+            self.deny_v6
+                .insert(&v6_key(n), 1, 0)
+                .map_err(map_err(maps::DENY_V6))?;
+        }
+        // The filter skips an empty trie; tell it this one is not empty any more.
+        let before = cfg.flags;
+        if !v4.is_empty() {
+            cfg.flags |= FLAG_HAS_DENY_V4;
+        }
+        if !v6.is_empty() {
+            cfg.flags |= FLAG_HAS_DENY_V6;
+        }
+        if cfg.flags != before {
+            self.set_filter_config(&cfg)?;
+        }
+        Ok(())
+    }
+
+    /// Removes exact entries; returns the ones that were not present.
+    pub fn deny_del(&mut self, nets: &[IpNet]) -> Result<Vec<IpNet>, TableError> {
+        let (v4, v6) = policy::split(nets);
+        let mut missing = Vec::new();
+        for n in v4 {
+            match self.deny_v4.remove(&v4_key(&n)) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => missing.push(IpNet::V4(n)),
+                Err(e) => return Err(map_err(maps::DENY_V4)(e)),
+            }
+        }
+        for n in v6 {
+            match self.deny_v6.remove(&v6_key(&n)) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => missing.push(IpNet::V6(n)),
+                Err(e) => return Err(map_err(maps::DENY_V6)(e)),
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Every denylist entry currently in the kernel, sorted.
+    pub fn deny_list(&self) -> Result<Vec<IpNet>, TableError> {
+        let mut out: Vec<IpNet> = current(&self.deny_v4, maps::DENY_V4, from_v4_key)?
+            .into_iter()
+            .map(IpNet::V4)
+            .collect();
+        out.extend(
+            current(&self.deny_v6, maps::DENY_V6, from_v6_key)?
+                .into_iter()
+                .map(IpNet::V6),
+        );
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Per-slot counters summed over CPUs, indexed like `Reason::counter_index`.
+    pub fn counters(&self) -> Result<Vec<Counter>, TableError> {
+        (0..COUNTER_SLOTS)
+            .map(|i| {
+                let per_cpu = self.counters.get(&i, 0).map_err(map_err(maps::COUNTERS))?;
+                Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                }))
+            })
+            .collect()
+    }
+}
+
+fn is_missing(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound)
+        || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
+}
+
+pub fn v4_key(n: &Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(n.prefix_len().into(), n.network().octets())
+}
+
+pub fn v6_key(n: &Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(n.prefix_len().into(), n.network().octets())
+}
+
+fn from_v4_key(k: &Key<[u8; 4]>) -> Option<Ipv4Net> {
+    Ipv4Net::new(k.data().into(), u8::try_from(k.prefix_len()).ok()?).ok()
+}
+
+fn from_v6_key(k: &Key<[u8; 16]>) -> Option<Ipv6Net> {
+    Ipv6Net::new(k.data().into(), u8::try_from(k.prefix_len()).ok()?).ok()
+}
+
+trait Prefix: Copy + Eq + std::hash::Hash {}
+impl Prefix for Ipv4Net {}
+impl Prefix for Ipv6Net {}
+
+fn current<K: aya::Pod, N: Prefix>(
+    trie: &Trie<K>,
+    name: &'static str,
+    decode: fn(&Key<K>) -> Option<N>,
+) -> Result<HashSet<N>, TableError> {
+    let mut set = HashSet::new();
+    for key in trie.keys() {
+        let key = key.map_err(map_err(name))?;
+        if let Some(n) = decode(&key) {
+            set.insert(n);
+        }
+    }
+    Ok(set)
+}
+
+/// How to turn one address family's prefixes into trie keys and back.
+struct Codec<K, N> {
+    name: &'static str,
+    encode: fn(&N) -> Key<K>,
+    decode: fn(&Key<K>) -> Option<N>,
+}
+
+const DENY_V4: Codec<[u8; 4], Ipv4Net> = Codec {
+    name: maps::DENY_V4,
+    encode: v4_key,
+    decode: from_v4_key,
+};
+const DENY_V6: Codec<[u8; 16], Ipv6Net> = Codec {
+    name: maps::DENY_V6,
+    encode: v6_key,
+    decode: from_v6_key,
+};
+const TRUSTED_V4: Codec<[u8; 4], Ipv4Net> = Codec {
+    name: maps::TRUSTED_V4,
+    encode: v4_key,
+    decode: from_v4_key,
+};
+const TRUSTED_V6: Codec<[u8; 16], Ipv6Net> = Codec {
+    name: maps::TRUSTED_V6,
+    encode: v6_key,
+    decode: from_v6_key,
+};
+
+/// Makes `trie` hold exactly `desired`: reads what is there, adds what is missing, then
+/// removes what is stale. Reports progress every 50,000 entries.
+fn sync<K: aya::Pod, N: Prefix>(
+    trie: &mut Trie<K>,
+    codec: &Codec<K, N>,
+    desired: &[N],
+    report: &mut ApplyReport,
+    progress: &mut dyn FnMut(FillProgress),
+) -> Result<(), TableError> {
+    let name = codec.name;
+    let existing = current(trie, name, codec.decode)?;
+    let diff = policy::diff(&existing, desired);
+    let total = diff.add.len() + diff.remove.len();
+    let started = Instant::now();
+    let mut done = 0;
+    let mut tick = |done: usize| {
+        if done.is_multiple_of(50_000) {
+            progress(FillProgress {
+                table: name,
+                done,
+                total,
+            });
+        }
+    };
+    for n in &diff.add {
+        trie.insert(&(codec.encode)(n), 1, 0)
+            .map_err(map_err(name))?;
+        done += 1;
+        tick(done);
+    }
+    for n in &diff.remove {
+        match trie.remove(&(codec.encode)(n)) {
+            Ok(()) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(map_err(name)(e)),
+        }
+        done += 1;
+        tick(done);
+    }
+    if total >= 50_000 || started.elapsed().as_secs() >= 1 {
+        progress(FillProgress {
+            table: name,
+            done,
+            total,
+        });
+    }
+    report.added += diff.add.len();
+    report.removed += diff.remove.len();
+    report.unchanged += desired.len() - diff.add.len();
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! The loaded XDP and tc programs, run by the kernel on the golden packets through
+//! `BPF_PROG_TEST_RUN`: the verdict and the one counter that moved must match the table that
+//! the host-side parser tests use.
+
+use aya::{
+    Ebpf, EbpfLoader, TestRunOptions,
+    maps::{Array, HashMap, LpmTrie, MapData, MapInfo, PerCpuArray, lpm_trie::Key},
+    programs::{SchedClassifier, TestRun as _, Xdp},
+};
+use netguard_common::{
+    flow::{FlowKey, FlowValue},
+    golden::{self, Mode},
+    maps,
+    packet::{ETH_HLEN, ETH_P_IPV4},
+    policy::{FLAG_AUDIT, FilterConfig},
+    reason::{COUNTER_SLOTS, Counter, Reason},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The object loaded without pins, its maps filled with the golden fixture.
+struct Fixture {
+    ebpf: Ebpf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let mut ebpf = EbpfLoader::new()
+            .load(netguard::ebpf_object())
+            .expect("load eBPF object");
+        {
+            let mut deny4: LpmTrie<&mut MapData, [u8; 4], u8> = ebpf
+                .map_mut(maps::DENY_V4)
+                .expect("deny v4")
+                .try_into()
+                .expect("lpm");
+            for (net, len) in golden::DENY_V4 {
+                deny4
+                    .insert(&Key::new(len.into(), net), 1, 0)
+                    .expect("insert");
+            }
+        }
+        {
+            let mut deny6: LpmTrie<&mut MapData, [u8; 16], u8> = ebpf
+                .map_mut(maps::DENY_V6)
+                .expect("deny v6")
+                .try_into()
+                .expect("lpm");
+            for (net, len) in golden::DENY_V6 {
+                deny6
+                    .insert(&Key::new(len.into(), net), 1, 0)
+                    .expect("insert");
+            }
+        }
+        {
+            let mut trust4: LpmTrie<&mut MapData, [u8; 4], u8> = ebpf
+                .map_mut(maps::TRUSTED_V4)
+                .expect("trusted")
+                .try_into()
+                .expect("lpm");
+            for (net, len) in golden::TRUSTED_V4 {
+                trust4
+                    .insert(&Key::new(len.into(), net), 1, 0)
+                    .expect("insert");
+            }
+        }
+        {
+            let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> = ebpf
+                .map_mut(maps::FLOWS)
+                .expect("flows")
+                .try_into()
+                .expect("lru hash");
+            flows
+                .insert(
+                    golden::fixture_flow(),
+                    FlowValue {
+                        last_seen_ns: monotonic_ns(),
+                    },
+                    0,
+                )
+                .expect("insert flow");
+        }
+        let p: &mut Xdp = ebpf
+            .program_mut(maps::XDP_PROGRAM)
+            .expect("xdp program")
+            .try_into()
+            .expect("xdp");
+        p.load().expect("verifier accepts the XDP program");
+        let p: &mut SchedClassifier = ebpf
+            .program_mut(maps::FLOW_TRACK_PROGRAM)
+            .expect("tc program")
+            .try_into()
+            .expect("tc");
+        p.load().expect("verifier accepts the tc program");
+        Self { ebpf }
+    }
+
+    fn set_mode(&mut self, mode: Mode, audit: bool) {
+        let mut cfg: FilterConfig = golden::fixture_config(mode);
+        if audit {
+            cfg.flags |= FLAG_AUDIT;
+        }
+        let mut a: Array<&mut MapData, FilterConfig> = self
+            .ebpf
+            .map_mut(maps::CONFIG)
+            .expect("config")
+            .try_into()
+            .expect("array");
+        a.set(0, cfg, 0).expect("set config");
+    }
+
+    fn counters(&self) -> Vec<Counter> {
+        let c: PerCpuArray<&MapData, Counter> = self
+            .ebpf
+            .map(maps::COUNTERS)
+            .expect("counters")
+            .try_into()
+            .expect("per-cpu array");
+        (0..COUNTER_SLOTS)
+            .map(|i| {
+                c.get(&i, 0)
+                    .expect("read counter")
+                    .iter()
+                    .fold(Counter::default(), |a, c| Counter {
+                        packets: a.packets + c.packets,
+                        bytes: a.bytes + c.bytes,
+                    })
+            })
+            .collect()
+    }
+
+    fn run_xdp(&mut self, frame: &[u8]) -> u32 {
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut(maps::XDP_PROGRAM)
+            .expect("xdp")
+            .try_into()
+            .expect("xdp");
+        p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN")
+        .return_value
+    }
+
+    fn run_tc(&mut self, frame: &[u8]) {
+        let p: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(maps::FLOW_TRACK_PROGRAM)
+            .expect("tc")
+            .try_into()
+            .expect("tc");
+        p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN (tc)");
+    }
+
+    /// Runs one frame and returns (verdict, the single slot that moved, its delta).
+    fn judge(&mut self, frame: &[u8]) -> (u32, usize, Counter) {
+        let before = self.counters();
+        let verdict = self.run_xdp(frame);
+        let after = self.counters();
+        let moved: Vec<usize> = (0..after.len())
+            .filter(|i| after[*i] != before[*i])
+            .collect();
+        assert_eq!(
+            moved.len(),
+            1,
+            "exactly one counter must move, moved: {moved:?}"
+        );
+        let i = moved[0];
+        let delta = Counter {
+            packets: after[i].packets - before[i].packets,
+            bytes: after[i].bytes - before[i].bytes,
+        };
+        (verdict, i, delta)
+    }
+}
+
+#[test]
+fn golden_packets_get_their_verdict_and_counter() {
+    let mut fx = Fixture::new();
+    let mut failures = Vec::new();
+    for case in golden::table() {
+        if case.frame.len() < ETH_HLEN {
+            // BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header; the host
+            // parser test covers those lengths.
+            continue;
+        }
+        fx.set_mode(case.mode, false);
+        let (verdict, slot, delta) = fx.judge(&case.frame);
+        let want_verdict = if case.expect.drops() {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        };
+        let want_slot = case.expect.counter_index(false) as usize;
+        if verdict != want_verdict
+            || slot != want_slot
+            || delta.packets != 1
+            || delta.bytes != case.frame.len() as u64
+        {
+            failures.push(format!(
+                "{}: verdict {verdict} (want {want_verdict}), slot {slot} ({:?}) want {want_slot} ({:?}), delta {delta:?}",
+                case.name,
+                Reason::from_index(slot as u32 % netguard_common::reason::REASON_COUNT),
+                case.expect
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn truncated_syns_never_pass() {
+    let mut fx = Fixture::new();
+    for (name, frame, mode) in golden::truncation_sources() {
+        fx.set_mode(mode, false);
+        assert_eq!(fx.run_xdp(&frame), XDP_PASS, "{name}: the whole SYN passes");
+        for len in ETH_HLEN..frame.len() {
+            assert_eq!(
+                fx.run_xdp(&frame[..len]),
+                XDP_DROP,
+                "{name} cut to {len} bytes passed"
+            );
+        }
+    }
+}
+
+#[test]
+fn audit_mode_passes_and_counts_would_drop() {
+    let mut fx = Fixture::new();
+    fx.set_mode(golden::DEFAULT_MODE, true);
+    let frame = golden::v4_tcp(golden::CLIENT, golden::EDGE, 22);
+    let (verdict, slot, _) = fx.judge(&frame);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(slot, Reason::PortClosed.counter_index(true) as usize);
+    let frame = golden::v4_tcp(golden::CLIENT, golden::EDGE, 443);
+    let (verdict, slot, _) = fx.judge(&frame);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(slot, Reason::Passed as usize);
+}
+
+#[test]
+fn flow_tracker_opens_return_path_for_that_flow_only() {
+    let mut fx = Fixture::new();
+    fx.set_mode(golden::DEFAULT_MODE, false);
+    let (edge, remote) = (golden::EDGE, [192, 0, 2, 123]);
+    let udp = |src, sport, dst, dport| {
+        golden::eth(
+            ETH_P_IPV4,
+            &[],
+            &golden::ipv4(
+                src,
+                dst,
+                17,
+                &[],
+                golden::DF,
+                &golden::udp(sport, dport, b"x"),
+            ),
+        )
+    };
+    let reply = udp(remote, 123, edge, 41000);
+    assert_eq!(
+        fx.judge(&reply).0,
+        XDP_DROP,
+        "unsolicited before the host sent anything"
+    );
+    fx.run_tc(&udp(edge, 41000, remote, 123));
+    let (verdict, slot, _) = fx.judge(&reply);
+    assert_eq!((verdict, slot), (XDP_PASS, Reason::ReturnFlow as usize));
+    let other_port = udp(remote, 123, edge, 41001);
+    assert_eq!(
+        fx.judge(&other_port).0,
+        XDP_DROP,
+        "another local port is not the flow"
+    );
+    // The host's answers from an allowed port are not recorded (their peers reach 443 anyway).
+    let tcp_reply_from_443 = golden::eth(
+        ETH_P_IPV4,
+        &[],
+        &golden::ipv4(
+            edge,
+            remote,
+            6,
+            &[],
+            golden::DF,
+            &golden::tcp(443, 50000, 0x12),
+        ),
+    );
+    fx.run_tc(&tcp_reply_from_443);
+    let flows: HashMap<&MapData, FlowKey, FlowValue> = fx
+        .ebpf
+        .map(maps::FLOWS)
+        .expect("flows")
+        .try_into()
+        .expect("lru");
+    assert_eq!(
+        flows.keys().count(),
+        2,
+        "fixture flow + the UDP flow, not the 443 answer"
+    );
+}
+
+#[test]
+fn maps_have_the_expected_layout() {
+    let fx = Fixture::new();
+    for expected in maps::LAYOUTS {
+        let map = fx
+            .ebpf
+            .map(expected.name)
+            .unwrap_or_else(|| panic!("map {} missing", expected.name));
+        let info = map_info(map);
+        assert_eq!(
+            info.key_size(),
+            expected.key_size,
+            "{} key size",
+            expected.name
+        );
+        assert_eq!(
+            info.value_size(),
+            expected.value_size,
+            "{} value size",
+            expected.name
+        );
+        assert_eq!(
+            info.max_entries(),
+            expected.max_entries,
+            "{} max entries",
+            expected.name
+        );
+        assert_eq!(
+            info.map_type().expect("known type") as u32,
+            expected.map_type,
+            "{} type",
+            expected.name
+        );
+    }
+    assert_eq!(maps::ALL.len(), maps::LAYOUTS.len());
+}
+
+fn map_info(map: &aya::maps::Map) -> MapInfo {
+    use aya::maps::Map;
+    let data: &MapData = match map {
+        Map::Array(d) | Map::PerCpuArray(d) | Map::LpmTrie(d) | Map::LruHashMap(d) => d,
+        other => panic!("unexpected map kind {other:?}"),
+    };
+    data.info().expect("map info")
+}
