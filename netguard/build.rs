@@ -26,9 +26,12 @@ fn main() -> anyhow::Result<()> {
     )?;
     // With AYA_BUILD_SKIP=1 (host-only work: unit tests, clippy) nothing was built; embed an
     // empty object so the crate still compiles, and let the loader refuse it at run time.
-    let object = std::path::Path::new(&std::env::var("OUT_DIR")?).join("netguard");
-    if !object.exists() {
-        std::fs::write(&object, b"")?;
+    let out_dir = std::env::var("OUT_DIR")?;
+    for name in ["netguard", "netguard-floor"] {
+        let object = std::path::Path::new(&out_dir).join(name);
+        if !object.exists() {
+            std::fs::write(&object, b"")?;
+        }
     }
     Ok(())
 }

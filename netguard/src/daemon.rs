@@ -122,11 +122,26 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     );
     raise_memlock();
     let paths = PinPaths::new(&cfg.daemon.pin_path);
-    let mut ebpf = loader::load(&paths)?;
-    let mut tables = Tables::from_ebpf(&mut ebpf)?;
-    apply(&mut tables, &prepared)?;
-    let tc = loader::attach_flow_tracker(&mut ebpf, &paths, &cfg.xdp.interface)?;
-    let xdp = loader::attach_xdp(&mut ebpf, &paths, &cfg.xdp.interface, cfg.xdp.mode)?;
+    // A first start that fails half-way removes what it pinned; a restart that fails leaves the
+    // running filter (and its pins) alone.
+    let fresh = !loader::is_attached(&paths);
+    let attached = (|| {
+        let mut ebpf = loader::load(&paths)?;
+        let mut tables = Tables::from_ebpf(&mut ebpf)?;
+        apply(&mut tables, &prepared)?;
+        let tc = loader::attach_flow_tracker(&mut ebpf, &paths, &cfg.xdp.interface)?;
+        let xdp = loader::attach_xdp(&mut ebpf, &paths, &cfg.xdp.interface, cfg.xdp.mode)?;
+        Ok::<_, DaemonError>((ebpf, tables, tc, xdp))
+    })();
+    let (ebpf, tables, tc, xdp) = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            if fresh && let Err(cleanup) = loader::detach(&paths) {
+                warn!("removing the pins of the failed start: {cleanup}");
+            }
+            return Err(e);
+        }
+    };
     info!(
         interface = %cfg.xdp.interface,
         xdp = ?xdp,

@@ -18,3 +18,8 @@ pub mod tables;
 pub fn ebpf_object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netguard"))
 }
+
+/// Trivial `floor_pass` / `floor_drop` XDP programs, the reference cost in benchmarks.
+pub fn floor_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netguard-floor"))
+}

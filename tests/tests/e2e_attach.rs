@@ -1,0 +1,199 @@
+//! Attach modes and guarded destinations, end to end.
+//!
+//! - `mode = "native"` on an interface whose driver has no XDP support (loopback) must fail
+//!   loudly, naming the interface and the mode, and leave nothing attached or pinned;
+//!   `mode = "auto"` falls back to generic XDP there; `mode = "generic"` attaches generically.
+//! - Only the configured ingress addresses are guarded: a second (management) address on the
+//!   edge keeps answering on port 22.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use netguard_tests::{
+    Config, Daemon, NetNs, ProbeResult, Sandbox,
+    cmd::{self, lossy},
+    daemon::{ensure_bpffs, netguard_bin, unique_pin_path},
+    listeners::Services,
+    probe::{PROBE_TIMEOUT, tcp_connect},
+    sandbox::{CLIENT_ADDR, EDGE_ADDR},
+    veth,
+};
+
+/// Loopback has no native XDP support (no `ndo_bpf`), and every namespace has its own: the
+/// kernel here lacks the dummy driver.
+const NO_NATIVE_XDP: &str = "lo";
+
+fn dummy_ns() -> NetNs {
+    NetNs::new()
+}
+
+fn config_for(interface: &str, mode: &str) -> Config {
+    Config {
+        pin_path: unique_pin_path(),
+        interface: interface.to_string(),
+        mode: mode.to_string(),
+        allowed_tcp_ports: vec![80, 443],
+        ingress_addresses: vec![format!("{EDGE_ADDR}/32")],
+        trusted_sources: Vec::new(),
+        icmp: "essential".into(),
+        ipv6: "drop".into(),
+        deny_cidrs: Vec::new(),
+        deny_files: Vec::new(),
+        extra: String::new(),
+    }
+}
+
+/// The XDP attachment of `iface` as `ip link` reports it: "xdp" (native) or "xdpgeneric".
+fn xdp_flavour(ns: &NetNs, iface: &str) -> String {
+    let out = ns.exec(&["ip", "-d", "link", "show", "dev", iface]);
+    for word in out.split_whitespace() {
+        if word == "xdp" || word == "xdpgeneric" || word == "xdpdrv" {
+            return word.to_string();
+        }
+    }
+    String::new()
+}
+
+#[test]
+fn native_mode_refused_by_the_driver_fails_loudly_and_leaves_nothing() {
+    ensure_bpffs();
+    let ns = dummy_ns();
+    let config = config_for(NO_NATIVE_XDP, "native");
+    let dir = netguard_tests::TempDir::new().expect("temp dir");
+    let path = dir.join("netguard.toml");
+    std::fs::write(&path, config.to_toml()).expect("write config");
+    let bin = netguard_bin();
+    let out = cmd::run(
+        &mut ns.nsenter_command(&[
+            &bin.to_string_lossy(),
+            "run",
+            "--config",
+            &path.to_string_lossy(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .expect("run netguard");
+    let stderr = lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "native attach on loopback must fail:\n{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "runtime failure exit code:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(NO_NATIVE_XDP) && stderr.contains("native"),
+        "the error names the interface and the mode:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("netguard ready"),
+        "never claims to be ready:\n{stderr}"
+    );
+    assert_eq!(
+        xdp_flavour(&ns, NO_NATIVE_XDP),
+        "",
+        "no XDP program left on the interface"
+    );
+    assert!(
+        !config.pin_path.exists(),
+        "a failed first start removes everything it pinned"
+    );
+}
+
+#[test]
+fn auto_mode_falls_back_to_generic_where_native_is_refused() {
+    let ns = dummy_ns();
+    let daemon = Daemon::start(&ns, &config_for(NO_NATIVE_XDP, "auto"));
+    assert_eq!(
+        xdp_flavour(&ns, NO_NATIVE_XDP),
+        "xdpgeneric",
+        "{}",
+        daemon.log_tail(20)
+    );
+    assert!(
+        daemon.log().contains("mode=\"generic\""),
+        "{}",
+        daemon.log_tail(20)
+    );
+}
+
+#[test]
+fn native_mode_on_veth_attaches_in_the_driver() {
+    let sb = Sandbox::new();
+    let daemon = Daemon::start(&sb.edge, &Config::for_sandbox(&sb));
+    assert_eq!(
+        xdp_flavour(&sb.edge, &sb.edge_if),
+        "xdp",
+        "{}",
+        daemon.log_tail(20)
+    );
+}
+
+#[test]
+fn generic_mode_attaches_generically() {
+    let sb = Sandbox::new();
+    let mut config = Config::for_sandbox(&sb);
+    config.mode = "generic".into();
+    let _services = Services::edge(&sb.edge);
+    let daemon = Daemon::start(&sb.edge, &config);
+    assert_eq!(
+        xdp_flavour(&sb.edge, &sb.edge_if),
+        "xdpgeneric",
+        "{}",
+        daemon.log_tail(20)
+    );
+    let edge = |port| SocketAddr::new(IpAddr::V4(EDGE_ADDR), port);
+    assert_eq!(
+        tcp_connect(
+            &sb.client,
+            Some(IpAddr::V4(CLIENT_ADDR)),
+            edge(443),
+            PROBE_TIMEOUT
+        ),
+        ProbeResult::Connected
+    );
+    assert_eq!(
+        tcp_connect(
+            &sb.client,
+            Some(IpAddr::V4(CLIENT_ADDR)),
+            edge(22),
+            PROBE_TIMEOUT
+        ),
+        ProbeResult::TimedOut
+    );
+}
+
+#[test]
+fn management_address_is_not_guarded() {
+    let sb = Sandbox::new();
+    let mgmt = Ipv4Addr::new(203, 0, 113, 20);
+    veth::add_address(&sb.edge, &sb.edge_if, &format!("{mgmt}/24"));
+    let _services = Services::edge(&sb.edge);
+    let ssh = |dst: Ipv4Addr| {
+        tcp_connect(
+            &sb.client,
+            Some(IpAddr::V4(CLIENT_ADDR)),
+            SocketAddr::new(IpAddr::V4(dst), 22),
+            PROBE_TIMEOUT,
+        )
+    };
+    // Both answer without the filter.
+    assert_eq!(ssh(EDGE_ADDR), ProbeResult::Connected);
+    assert_eq!(ssh(mgmt), ProbeResult::Connected);
+    let daemon = Daemon::start(&sb.edge, &Config::for_sandbox(&sb));
+    assert_eq!(
+        ssh(EDGE_ADDR),
+        ProbeResult::TimedOut,
+        "the guarded address drops port 22"
+    );
+    assert_eq!(
+        ssh(mgmt),
+        ProbeResult::Connected,
+        "the management address keeps working"
+    );
+    assert!(daemon.stats().packets("not_guarded") > 0);
+}
