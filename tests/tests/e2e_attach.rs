@@ -197,3 +197,65 @@ fn management_address_is_not_guarded() {
     );
     assert!(daemon.stats().packets("not_guarded") > 0);
 }
+
+/// Operators inspect the pinned maps with bpftool: they are listed by name and, being
+/// BTF-described, dump with named fields.
+#[test]
+fn bpftool_lists_pinned_maps_by_name_with_named_fields() {
+    let sb = Sandbox::new();
+    let daemon = Daemon::start(&sb.edge, &Config::for_sandbox(&sb));
+    let maps_dir = daemon.pin_path().join("maps-v1");
+    let run = |args: &[&str]| {
+        let out = cmd::run(
+            std::process::Command::new("bpftool").args(args),
+            Duration::from_secs(10),
+        )
+        .expect("bpftool runs");
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            lossy(&out.stderr)
+        );
+        lossy(&out.stdout)
+    };
+    for name in [
+        "NG_CONFIG",
+        "NG_COUNTERS",
+        "NG_DENY_V4",
+        "NG_DENY_V6",
+        "NG_TRUST_V4",
+        "NG_TRUST_V6",
+        "NG_FLOWS",
+    ] {
+        let path = maps_dir.join(name);
+        let shown = run(&["map", "show", "pinned", &path.to_string_lossy()]);
+        assert!(shown.contains(&format!("name {name}")), "{name}: {shown}");
+    }
+    let counters = run(&[
+        "map",
+        "dump",
+        "pinned",
+        &maps_dir.join("NG_COUNTERS").to_string_lossy(),
+    ]);
+    assert!(
+        counters.contains("\"packets\"") && counters.contains("\"bytes\""),
+        "{counters}"
+    );
+    let deny = run(&[
+        "map",
+        "dump",
+        "pinned",
+        &maps_dir.join("NG_DENY_V4").to_string_lossy(),
+    ]);
+    assert!(deny.contains("\"prefix_len\": 24"), "{deny}");
+    let config = run(&[
+        "map",
+        "dump",
+        "pinned",
+        &maps_dir.join("NG_CONFIG").to_string_lossy(),
+    ]);
+    assert!(
+        config.contains("\"flags\"") && config.contains("\"ingress_v4_len\": 1"),
+        "{config}"
+    );
+}
