@@ -175,6 +175,8 @@ pub struct Daemon {
     config_path: PathBuf,
     proc: Option<Proc>,
     dir: TempDir,
+    /// Cleared by [`Daemon::keep_pins_on_drop`]: then the drop leaves the pins to another guard.
+    detach_on_drop: bool,
 }
 
 impl Daemon {
@@ -186,28 +188,41 @@ impl Daemon {
     /// Starts `bin` as the daemon; panics with the log's tail if it is not ready within
     /// [`READY_TIMEOUT`] or exits early.
     pub fn start_with(bin: &Path, ns: &NetNs, config: &Config) -> Daemon {
+        Self::start_toml(bin, ns, &config.pin_path, &config.to_toml(), READY_TIMEOUT)
+    }
+
+    /// Starts `bin` with `toml` as its config file, verbatim (for keys [`Config`] does not
+    /// render); `pin_path` must be the one the TOML names, since the guard detaches and removes
+    /// it. Panics with the log's tail if the daemon is not ready within `ready_timeout`.
+    pub fn start_toml(
+        bin: &Path,
+        ns: &NetNs,
+        pin_path: &Path,
+        toml: &str,
+        ready_timeout: Duration,
+    ) -> Daemon {
         assert!(
-            config.pin_path.starts_with(BPFFS)
-                && config
-                    .pin_path
+            pin_path.starts_with(BPFFS)
+                && pin_path
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with(crate::PREFIX)),
             "pin path {} must be {BPFFS}/{}…: the guard removes it recursively",
-            config.pin_path.display(),
+            pin_path.display(),
             crate::PREFIX
         );
         ensure_bpffs();
         let dir = TempDir::new().expect("temp dir for the daemon");
         let config_path = dir.join("netguard.toml");
-        std::fs::write(&config_path, config.to_toml()).expect("write the daemon config");
+        std::fs::write(&config_path, toml).expect("write the daemon config");
         let mut daemon = Daemon {
             bin: bin.to_path_buf(),
             ns_path: ns.path(),
             ns_name: ns.name().to_string(),
-            pin_path: config.pin_path.clone(),
+            pin_path: pin_path.to_path_buf(),
             config_path,
             proc: None,
             dir,
+            detach_on_drop: true,
         };
         let config_arg = daemon.config_path.to_string_lossy().into_owned();
         let mut command = daemon.command(&["run", "--config", &config_arg]);
@@ -217,13 +232,12 @@ impl Daemon {
         command.env("NO_COLOR", "1").env("RUST_BACKTRACE", "1");
         let mut proc = Proc::spawn(&mut command, &daemon.dir.join("daemon.log"))
             .unwrap_or_else(|e| panic!("starting the daemon in {}: {e}", daemon.ns_name));
-        let ready = proc.wait_for_log(READY_LINE, READY_TIMEOUT);
+        let ready = proc.wait_for_log(READY_LINE, ready_timeout);
         daemon.proc = Some(proc);
         if let Err(e) = ready {
             panic!(
-                "netguard daemon in netns {} not ready: {e}\nconfig:\n{}",
-                daemon.ns_name,
-                config.to_toml()
+                "netguard daemon in netns {} not ready: {e}\nconfig:\n{toml}",
+                daemon.ns_name
             );
         }
         daemon
@@ -323,11 +337,68 @@ impl Daemon {
             .as_mut()
             .and_then(|p| p.stop(libc::SIGTERM, Duration::from_secs(10)))
     }
+
+    /// `kill -9` (a crash): the daemon gets no chance to clean up; returns its exit status.
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc
+            .as_mut()
+            .and_then(|p| p.stop(libc::SIGKILL, Duration::from_secs(10)))
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the running daemon; panics if it has exited.
+    pub fn signal(&mut self, signal: i32) {
+        assert!(
+            self.is_running(),
+            "signal {signal}: the daemon has exited; log:\n{}",
+            self.log_tail(30)
+        );
+        let pid = self.pid().expect("a started daemon has a pid");
+        // SAFETY: kill(2) on our own child, which is not reaped yet (checked just above).
+        let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Waits until the log contains `needle`; the error carries the log's tail. Fails early if
+    /// the daemon exits without logging it.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        match self.proc.as_mut() {
+            Some(p) => p.wait_for_log(needle, timeout),
+            None => Err("the daemon was never started".into()),
+        }
+    }
+
+    /// From now on the drop only stops the process: it neither detaches nor removes the pin
+    /// directory (for handing the pins to a second daemon on the same pin path, whose guard
+    /// then cleans up).
+    pub fn keep_pins_on_drop(&mut self) {
+        self.detach_on_drop = false;
+    }
+
+    /// [`Daemon::cli`] with its own time limit (commands over a very large table).
+    pub fn cli_timeout(&self, args: &[&str], timeout: Duration) -> Output {
+        cmd::run(&mut self.command(args), timeout)
+            .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", self.log_tail(30)))
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.terminate();
+        if !self.detach_on_drop {
+            if std::thread::panicking() {
+                eprintln!(
+                    "netguard-tests: daemon log ({}):\n{}",
+                    self.ns_name,
+                    self.log_tail(40)
+                );
+            }
+            return;
+        }
         if crate::netns::exists(&self.ns_name) {
             let pin = self.pin_path.to_string_lossy().into_owned();
             match cmd::run(

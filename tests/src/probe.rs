@@ -553,6 +553,291 @@ impl Captured {
     }
 }
 
+/// What one target of [`BackgroundProbes`] saw, in total.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeTally {
+    pub src: Option<IpAddr>,
+    pub dst: Option<SocketAddr>,
+    /// Connects started.
+    pub attempts: u64,
+    /// Connects that got no answer within the timeout.
+    pub timed_out: u64,
+    /// When (since [`BackgroundProbes::start`]) each connect that completed was started.
+    pub connected: Vec<Duration>,
+    /// Every other outcome (RST, ICMP error, failed socket call), with its start time.
+    pub other: Vec<(Duration, ProbeResult)>,
+}
+
+impl fmt::Display for ProbeTally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let src = self.src.map_or("-".to_string(), |s| s.to_string());
+        let dst = self.dst.map_or("-".to_string(), |d| d.to_string());
+        write!(
+            f,
+            "{src} → {dst}: {} attempts, {} timed out, {} connected {:?}, {} other {:?}",
+            self.attempts,
+            self.timed_out,
+            self.connected.len(),
+            self.connected,
+            self.other.len(),
+            self.other
+        )
+    }
+}
+
+/// TCP connects running continuously in the background from a namespace, one thread per
+/// target: a new non-blocking connect every `interval`, each given `timeout` to be answered, so
+/// several SYNs are in flight at once and a gap in a filter longer than `interval` meets at
+/// least one of them. [`BackgroundProbes::stop`] (or the drop) ends them; attempts still in
+/// flight then get their full timeout first.
+pub struct BackgroundProbes {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    connected: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<thread::JoinHandle<ProbeTally>>,
+}
+
+impl BackgroundProbes {
+    /// Starts probing `targets` (source address, if any, and destination) from `ns`.
+    pub fn start(
+        ns: &NetNs,
+        targets: &[(Option<IpAddr>, SocketAddr)],
+        interval: Duration,
+        timeout: Duration,
+    ) -> BackgroundProbes {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64},
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(AtomicU64::new(0));
+        let connected = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let threads = targets
+            .iter()
+            .map(|&(src, dst)| {
+                let name = ns.name().to_string();
+                let shared = (stop.clone(), attempts.clone(), connected.clone());
+                thread::Builder::new()
+                    .name(format!("ngt-probe-{dst}"))
+                    .spawn(move || {
+                        let (stop, attempts, connected) = shared;
+                        let counters = Counters {
+                            stop: &stop,
+                            attempts: &attempts,
+                            connected: &connected,
+                        };
+                        crate::netns::in_netns(&name, || {
+                            probe_loop(src, dst, interval, timeout, started, &counters)
+                        })
+                        .unwrap_or_else(|e| ProbeTally {
+                            src,
+                            dst: Some(dst),
+                            other: vec![(
+                                Duration::ZERO,
+                                ProbeResult::Failed(format!("entering netns {name}: {e}")),
+                            )],
+                            ..ProbeTally::default()
+                        })
+                    })
+                    .expect("spawn a probe thread")
+            })
+            .collect();
+        BackgroundProbes {
+            stop,
+            attempts,
+            connected,
+            threads,
+        }
+    }
+
+    /// Connects started so far, over all targets.
+    pub fn attempts_so_far(&self) -> u64 {
+        self.attempts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connects completed so far, over all targets.
+    pub fn connected_so_far(&self) -> u64 {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops starting new connects, lets those in flight finish or time out, and returns one
+    /// tally per target, in the order given.
+    pub fn stop(mut self) -> Vec<ProbeTally> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Vec<ProbeTally> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .drain(..)
+            .map(|t| match t.join() {
+                Ok(tally) => tally,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    }
+}
+
+impl Drop for BackgroundProbes {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Counters<'a> {
+    stop: &'a std::sync::atomic::AtomicBool,
+    attempts: &'a std::sync::atomic::AtomicU64,
+    connected: &'a std::sync::atomic::AtomicU64,
+}
+
+/// The body of one [`BackgroundProbes`] thread; runs inside the namespace.
+fn probe_loop(
+    src: Option<IpAddr>,
+    dst: SocketAddr,
+    interval: Duration,
+    timeout: Duration,
+    started: Instant,
+    counters: &Counters<'_>,
+) -> ProbeTally {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tally = ProbeTally {
+        src,
+        dst: Some(dst),
+        ..ProbeTally::default()
+    };
+    let mut pending: Vec<(OwnedFd, Instant)> = Vec::new();
+    let mut next = Instant::now();
+    loop {
+        let stopping = counters.stop.load(Relaxed);
+        if stopping && pending.is_empty() {
+            return tally;
+        }
+        let now = Instant::now();
+        if !stopping && now >= next {
+            next = (next + interval).max(now);
+            tally.attempts += 1;
+            counters.attempts.fetch_add(1, Relaxed);
+            let at = now - started;
+            match start_connect(src, dst) {
+                Ok(Some(fd)) => pending.push((fd, now)),
+                Ok(None) => {
+                    counters.connected.fetch_add(1, Relaxed);
+                    tally.connected.push(at);
+                }
+                Err(r) => tally.other.push((at, r)),
+            }
+        }
+        let wait = if stopping {
+            Duration::from_millis(10)
+        } else {
+            next.saturating_duration_since(Instant::now())
+        };
+        let mut pfds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|(fd, _)| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `pfds` is a valid array of `pfds.len()` pollfds (poll with none just sleeps).
+        let n = unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                wait.as_millis().min(1000) as libc::c_int,
+            )
+        };
+        let now = Instant::now();
+        let mut keep = Vec::with_capacity(pending.len());
+        for ((fd, at), pfd) in pending.drain(..).zip(&pfds) {
+            let since = at - started;
+            if n > 0 && pfd.revents != 0 {
+                match so_error(&fd) {
+                    Ok(0) => {
+                        counters.connected.fetch_add(1, Relaxed);
+                        tally.connected.push(since);
+                    }
+                    Ok(errno) => tally.other.push((since, classify(errno))),
+                    Err(e) => tally
+                        .other
+                        .push((since, ProbeResult::Failed(format!("SO_ERROR: {e}")))),
+                }
+            } else if now.duration_since(at) >= timeout {
+                // Closing a socket in SYN_SENT sends nothing.
+                tally.timed_out += 1;
+            } else {
+                keep.push((fd, at));
+            }
+        }
+        pending = keep;
+    }
+}
+
+/// A non-blocking connect: `Ok(Some(fd))` in progress, `Ok(None)` connected at once.
+fn start_connect(src: Option<IpAddr>, dst: SocketAddr) -> Result<Option<OwnedFd>, ProbeResult> {
+    let failed =
+        |what: &str| ProbeResult::Failed(format!("{what}: {}", io::Error::last_os_error()));
+    let domain = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the result is checked and owned right away.
+    let raw = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(failed("socket"));
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if let Some(src) = src {
+        let (sa, len) = sockaddr(&SocketAddr::new(src, 0));
+        // SAFETY: `sa` is a properly initialised sockaddr of length `len`.
+        if unsafe { libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), len) } != 0 {
+            return Err(failed(&format!("bind {src}")));
+        }
+    }
+    let (sa, len) = sockaddr(&dst);
+    // SAFETY: as above.
+    if unsafe { libc::connect(fd.as_raw_fd(), (&raw const sa).cast(), len) } == 0 {
+        return Ok(None);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINPROGRESS) => Ok(Some(fd)),
+        other => Err(classify(other.unwrap_or(0))),
+    }
+}
+
+fn so_error(fd: &OwnedFd) -> io::Result<i32> {
+    let mut so_error: libc::c_int = 0;
+    let mut optlen = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_ERROR writes one c_int into `so_error`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut so_error).cast(),
+            &mut optlen,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(so_error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
