@@ -8,7 +8,9 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod bucket;
 pub mod flow;
+pub mod limiter;
 pub mod maps;
 pub mod packet;
 pub mod policy;
@@ -26,4 +28,8 @@ mod pod {
     unsafe impl aya::Pod for crate::reason::Counter {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
     unsafe impl aya::Pod for crate::flow::FlowValue {}
+    unsafe impl aya::Pod for crate::bucket::BucketParams {}
+    unsafe impl aya::Pod for crate::limiter::LimiterConfig {}
+    unsafe impl aya::Pod for crate::limiter::BucketKey {}
+    unsafe impl aya::Pod for crate::limiter::BucketState {}
 }

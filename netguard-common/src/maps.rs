@@ -16,14 +16,33 @@ pub const TRUSTED_V6: &str = "NG_TRUST_V6";
 /// LRU hash of flows the host opened, filled by the tc egress program.
 pub const FLOWS: &str = "NG_FLOWS";
 
+/// Array of one [`crate::limiter::LimiterConfig`]: default rate/burst and container ranges.
+pub const LIMIT_CONFIG: &str = "NG_LIM_CONFIG";
+/// Hash of per-container [`crate::bucket::BucketParams`] overrides.
+pub const LIMIT_OVERRIDES: &str = "NG_LIM_OVERRIDE";
+/// LRU hash of [`crate::limiter::BucketState`] per container and direction.
+pub const BUCKETS: &str = "NG_BUCKETS";
+
 /// Every map the programs declare, in the order `netguard stats`/`detach` walk them.
-pub const ALL: [&str; 7] = [
-    CONFIG, COUNTERS, DENY_V4, DENY_V6, TRUSTED_V4, TRUSTED_V6, FLOWS,
+pub const ALL: [&str; 10] = [
+    CONFIG,
+    COUNTERS,
+    DENY_V4,
+    DENY_V6,
+    TRUSTED_V4,
+    TRUSTED_V6,
+    FLOWS,
+    LIMIT_CONFIG,
+    LIMIT_OVERRIDES,
+    BUCKETS,
 ];
 
 /// Program names (the Rust function names of the entry points).
 pub const XDP_PROGRAM: &str = "netguard_xdp";
 pub const FLOW_TRACK_PROGRAM: &str = "netguard_flow_track";
+/// The limiter: tc ingress of a container-facing interface (upload) and tc egress (download).
+pub const LIMIT_UPLOAD_PROGRAM: &str = "netguard_limit_up";
+pub const LIMIT_DOWNLOAD_PROGRAM: &str = "netguard_limit_down";
 
 /// Pin names of the bpf links under the pin directory.
 pub const XDP_LINK_PIN: &str = "link_xdp";
@@ -35,6 +54,9 @@ pub const DENY_V6_CAPACITY: u32 = 256 * 1024;
 pub const TRUSTED_CAPACITY: u32 = 16 * 1024;
 /// The flow table is an LRU: the host's own outbound flows evict the oldest when it is full.
 pub const FLOWS_CAPACITY: u32 = 65_536;
+/// 65,536 containers × 2 directions, twice over: an LRU, so churn evicts the idlest.
+pub const BUCKETS_CAPACITY: u32 = 262_144;
+pub const LIMIT_OVERRIDES_CAPACITY: u32 = 65_536;
 
 /// Data bytes of an LPM key (the prefix length is a separate `u32`).
 pub const V4_KEY_LEN: usize = 4;
@@ -47,6 +69,7 @@ pub const V6_KEY_LEN: usize = 16;
 pub const MAPS_DIR: &str = "maps-v1";
 
 /// Kernel map type numbers (`enum bpf_map_type`) of the maps netguard declares.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
@@ -79,7 +102,7 @@ const fn layout(
 }
 
 /// Every map's expected layout; the loader checks pinned maps against it before reusing them.
-pub const LAYOUTS: [MapLayout; 7] = [
+pub const LAYOUTS: [MapLayout; 10] = [
     layout(
         CONFIG,
         BPF_MAP_TYPE_ARRAY,
@@ -128,5 +151,26 @@ pub const LAYOUTS: [MapLayout; 7] = [
         core::mem::size_of::<crate::flow::FlowKey>(),
         core::mem::size_of::<crate::flow::FlowValue>(),
         FLOWS_CAPACITY,
+    ),
+    layout(
+        LIMIT_CONFIG,
+        BPF_MAP_TYPE_ARRAY,
+        4,
+        core::mem::size_of::<crate::limiter::LimiterConfig>(),
+        1,
+    ),
+    layout(
+        LIMIT_OVERRIDES,
+        BPF_MAP_TYPE_HASH,
+        16,
+        core::mem::size_of::<crate::bucket::BucketParams>(),
+        LIMIT_OVERRIDES_CAPACITY,
+    ),
+    layout(
+        BUCKETS,
+        BPF_MAP_TYPE_LRU_HASH,
+        core::mem::size_of::<crate::limiter::BucketKey>(),
+        core::mem::size_of::<crate::limiter::BucketState>(),
+        BUCKETS_CAPACITY,
     ),
 ];

@@ -4,8 +4,19 @@
 //! run; this file only binds it to packet memory and maps.
 #![no_std]
 #![no_main]
+// Compare-and-swap and fetch-and-add on map values: `core::sync::atomic` has no BPF lowering.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "core::intrinsics atomics are the only BPF atomics"
+)]
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map keys are built once and lent, not copied, on the 512-byte BPF stack"
+)]
 
 mod access;
+mod limiter;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},

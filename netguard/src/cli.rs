@@ -11,7 +11,7 @@ use crate::{
     daemon::{self, DaemonError},
     denylist, loader,
     paths::PinPaths,
-    stats::Snapshot,
+    stats::{ContainerRow, Snapshot, containers_table, sort_containers},
     tables::Tables,
 };
 
@@ -44,13 +44,18 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Show the XDP counters of the instance pinned at --pin-path.
+    /// Show the XDP counters (or, with --containers, the limiter's buckets) of the instance
+    /// pinned at --pin-path.
     Stats {
         #[arg(long, default_value = DEFAULT_PIN_PATH)]
         pin_path: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Per container and direction: bytes/packets passed and dropped, current tokens,
+        /// sorted by drops.
+        #[arg(long)]
+        containers: bool,
     },
     /// Edit the live denylist (effective on the next packet; the next start or reload re-applies the config).
     Deny {
@@ -82,6 +87,17 @@ pub enum DenyAction {
     },
     /// List every entry in the kernel.
     List,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock the kernel programs stamp buckets with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-parameter for a clock every Linux has.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -156,7 +172,30 @@ fn execute(command: Command) -> Result<(), Failure> {
                 p.config.xdp.allowed_tcp_ports,
             );
         }
-        Command::Stats { pin_path, json } => {
+        Command::Stats {
+            pin_path,
+            json,
+            containers: true,
+        } => {
+            let tables = Tables::open_pinned(&PinPaths::new(pin_path)).map_err(runtime)?;
+            let defaults = tables.limiter_config().map_err(runtime)?;
+            let now = monotonic_ns();
+            let mut rows: Vec<ContainerRow> = tables
+                .buckets()
+                .map_err(runtime)?
+                .iter()
+                .map(|(key, state)| {
+                    ContainerRow::new(key, state, &tables.limiter_params(key, &defaults), now)
+                })
+                .collect();
+            sort_containers(&mut rows);
+            if json {
+                println!("{}", serde_json::to_string(&rows).map_err(runtime)?);
+            } else {
+                print!("{}", containers_table(&rows));
+            }
+        }
+        Command::Stats { pin_path, json, .. } => {
             let tables = Tables::open_pinned(&PinPaths::new(pin_path)).map_err(runtime)?;
             let snapshot = Snapshot::new(
                 &tables.filter_config().map_err(runtime)?,

@@ -16,7 +16,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use netguard_common::policy::{MAX_INGRESS_V4, MAX_INGRESS_V6};
+use netguard_common::{
+    bucket::MAX_PACKET_BYTES,
+    limiter::{MAX_CONTAINER_CIDRS_V4, MAX_CONTAINER_CIDRS_V6},
+    policy::{MAX_INGRESS_V4, MAX_INGRESS_V6},
+};
+
+use crate::units::{Bytes, BytesPerSec};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netguard";
@@ -33,6 +39,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub xdp: XdpConfig,
     pub denylist: DenylistConfig,
+    pub ratelimit: RatelimitConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +105,50 @@ pub struct DenylistConfig {
     /// List files, plain or gzip. [`Config::load`] makes relative paths relative to the config
     /// file's directory, so a config and its lists can move together.
     pub files: Vec<PathBuf>,
+}
+
+/// The tc bandwidth limiter: a token bucket per container and direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RatelimitConfig {
+    /// Container-facing interfaces: the host side of each container's veth, or a bridge such
+    /// as `docker0`. Empty: the limiter is off.
+    pub interfaces: Vec<String>,
+    /// Addresses that are containers; anything else is never limited.
+    #[serde(deserialize_with = "deserialize_container_cidrs")]
+    pub container_cidrs: Vec<IpNet>,
+    /// Default rate of every container, each direction.
+    pub rate: BytesPerSec,
+    /// Default burst of every container, each direction.
+    pub burst: Bytes,
+    /// `[[ratelimit.container]]` overrides ("contact us for more bandwidth").
+    pub container: Vec<ContainerLimit>,
+}
+
+impl Default for RatelimitConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            container_cidrs: vec![IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(172, 17, 0, 0),
+                16,
+            ))],
+            rate: BytesPerSec(20_000_000),
+            burst: Bytes(1_600_000_000),
+            container: Vec::new(),
+        }
+    }
+}
+
+/// One container's own rate and burst; an omitted one keeps the default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerLimit {
+    pub address: std::net::IpAddr,
+    #[serde(default)]
+    pub rate: Option<BytesPerSec>,
+    #[serde(default)]
+    pub burst: Option<Bytes>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -231,6 +282,7 @@ impl Config {
         self.validate_daemon(&mut problems);
         self.validate_xdp(&mut problems);
         self.validate_denylist(&mut problems);
+        self.validate_ratelimit(&mut problems);
         if problems.0.is_empty() {
             Ok(())
         } else {
@@ -333,6 +385,90 @@ impl Config {
     }
 }
 
+impl Config {
+    fn validate_ratelimit(&self, problems: &mut Problems) {
+        let r = &self.ratelimit;
+        let mut seen = HashMap::new();
+        for (i, name) in r.interfaces.iter().enumerate() {
+            let key = format!("ratelimit.interfaces[{i}]");
+            if let Some(message) = interface_problem(name) {
+                problems.add(key, message);
+            } else if let Some(first) = seen.insert(name.as_str(), i) {
+                problems.add(
+                    key,
+                    format!("{name:?} duplicates ratelimit.interfaces[{first}]"),
+                );
+            }
+        }
+        for (i, net) in r.container_cidrs.iter().enumerate() {
+            if let Some(message) = crate::denylist::host_bits_problem(*net) {
+                problems.add(
+                    format!("ratelimit.container_cidrs[{i}]"),
+                    format!("{net}: {message}"),
+                );
+            }
+        }
+        let v4 = r
+            .container_cidrs
+            .iter()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
+        let v6 = r.container_cidrs.len() - v4;
+        for (family, count, max) in [
+            ("IPv4", v4, MAX_CONTAINER_CIDRS_V4),
+            ("IPv6", v6, MAX_CONTAINER_CIDRS_V6),
+        ] {
+            if count > max {
+                problems.add(
+                    "ratelimit.container_cidrs",
+                    format!("{count} {family} ranges; the limiter holds at most {max}"),
+                );
+            }
+        }
+        let check = |problems: &mut Problems, key: &str, rate: BytesPerSec, burst: Bytes| {
+            if rate.0 == 0 {
+                problems.add(format!("{key}rate"), "must be more than 0 bytes/s");
+            }
+            if burst.0 < MAX_PACKET_BYTES {
+                problems.add(
+                    format!("{key}burst"),
+                    format!(
+                        "{} bytes is smaller than the largest packet the limiter charges \
+                         ({MAX_PACKET_BYTES} B, a GSO super-packet): such packets would never pass",
+                        burst.0
+                    ),
+                );
+            }
+        };
+        check(problems, "ratelimit.", r.rate, r.burst);
+        let mut addresses = HashMap::new();
+        for (i, c) in r.container.iter().enumerate() {
+            let key = format!("ratelimit.container[{i}].");
+            check(
+                problems,
+                &key,
+                c.rate.unwrap_or(r.rate),
+                c.burst.unwrap_or(r.burst),
+            );
+            if !r.container_cidrs.iter().any(|n| n.contains(&c.address)) {
+                problems.add(
+                    format!("{key}address"),
+                    format!(
+                        "{} is outside ratelimit.container_cidrs, so it is never limited",
+                        c.address
+                    ),
+                );
+            }
+            if let Some(first) = addresses.insert(c.address, i) {
+                problems.add(
+                    format!("{key}address"),
+                    format!("{} duplicates ratelimit.container[{first}]", c.address),
+                );
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Problems(Vec<Problem>);
 
@@ -372,6 +508,10 @@ fn deserialize_ingress<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D:
 
 fn deserialize_trusted<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     d.deserialize_seq(NetsVisitor("xdp.trusted_sources"))
+}
+
+fn deserialize_container_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    d.deserialize_seq(NetsVisitor("ratelimit.container_cidrs"))
 }
 
 /// Addresses as the operator writes them: a CIDR, or a bare address meaning /32 or /128.
@@ -458,6 +598,20 @@ flow_timeout_udp_secs = 30
 [denylist]
 cidrs = ["192.0.2.0/24", "2001:db8:bad::/48 ; inline comment"]
 files = ["/var/lib/netguard/drop.txt", "lists/firehol_level1.netset"]
+
+[ratelimit]
+interfaces = ["docker0", "veth1a2b"]
+container_cidrs = ["172.17.0.0/16", "fd00:17::/64"]
+rate = "160Mbit/s"
+burst = "1.6GB"
+
+[[ratelimit.container]]
+address = "172.17.0.9"
+rate = "40MB/s"
+
+[[ratelimit.container]]
+address = "fd00:17::9"
+burst = 3200000000
 "#;
 
     fn net(s: &str) -> IpNet {
@@ -582,6 +736,24 @@ files = ["/var/lib/netguard/drop.txt", "lists/firehol_level1.netset"]
                 files: vec![
                     "/var/lib/netguard/drop.txt".into(),
                     "lists/firehol_level1.netset".into(),
+                ],
+            },
+            ratelimit: RatelimitConfig {
+                interfaces: vec!["docker0".into(), "veth1a2b".into()],
+                container_cidrs: vec![net("172.17.0.0/16"), net("fd00:17::/64")],
+                rate: BytesPerSec(20_000_000),
+                burst: Bytes(1_600_000_000),
+                container: vec![
+                    ContainerLimit {
+                        address: "172.17.0.9".parse().unwrap(),
+                        rate: Some(BytesPerSec(40_000_000)),
+                        burst: None,
+                    },
+                    ContainerLimit {
+                        address: "fd00:17::9".parse().unwrap(),
+                        rate: None,
+                        burst: Some(Bytes(3_200_000_000)),
+                    },
                 ],
             },
         };
@@ -905,5 +1077,53 @@ cidrs = ["1.2.3.4/33"]
         assert_eq!(line_column(text, 2), (2, 1));
         assert_eq!(line_column(text, text.find('=').unwrap()), (2, 3));
         assert_eq!(line_column(text, 1000), (2, 5));
+    }
+
+    #[test]
+    fn ratelimit_problems_are_all_listed() {
+        let problems = problems_of(
+            r#"
+[xdp]
+interface = "eth0"
+[ratelimit]
+interfaces = ["docker0", "docker0", ""]
+container_cidrs = ["172.17.0.1/16"]
+rate = 0
+burst = "32KiB"
+[[ratelimit.container]]
+address = "10.9.9.9"
+[[ratelimit.container]]
+address = "10.9.9.9"
+burst = "1MB"
+"#,
+        );
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "ratelimit.interfaces[1]",
+            "ratelimit.interfaces[2]",
+            "ratelimit.container_cidrs[0]",
+            "ratelimit.rate",
+            "ratelimit.burst",
+            "ratelimit.container[0].address",
+            "ratelimit.container[1].address",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+        }
+        let burst = problems
+            .iter()
+            .find(|p| p.key == "ratelimit.burst")
+            .unwrap();
+        assert!(burst.message.contains("65536"), "{burst}");
+    }
+
+    #[test]
+    fn ratelimit_units_errors_name_the_key() {
+        let err = Config::from_toml_str(
+            "[xdp]\ninterface = \"eth0\"\n[ratelimit]\nrate = \"fast\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("t.toml:4") && err.contains("fast"), "{err}");
     }
 }

@@ -28,12 +28,19 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Denylist(#[from] DenylistError),
+    /// Boxed: kernel errors carry paths and syscall details, and are rare.
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Load(Box<LoadError>),
     #[error(transparent)]
     Tables(#[from] TableError),
     #[error("setting up signal handling: {0}")]
     Signals(std::io::Error),
+}
+
+impl From<LoadError> for DaemonError {
+    fn from(e: LoadError) -> Self {
+        DaemonError::Load(Box::new(e))
+    }
 }
 
 impl DaemonError {
@@ -130,10 +137,15 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         let mut tables = Tables::from_ebpf(&mut ebpf)?;
         apply(&mut tables, &prepared)?;
         let tc = loader::attach_flow_tracker(&mut ebpf, &paths, &cfg.xdp.interface)?;
+        loader::attach_limiter(&mut ebpf, &paths, &cfg.ratelimit.interfaces)?;
+        // Limiter links of interfaces this config no longer lists (from an earlier run).
+        for gone in loader::detach_limiter_except(&paths, &cfg.ratelimit.interfaces)? {
+            info!(interface = %gone, "limiter detached: interface no longer configured");
+        }
         let xdp = loader::attach_xdp(&mut ebpf, &paths, &cfg.xdp.interface, cfg.xdp.mode)?;
         Ok::<_, DaemonError>((ebpf, tables, tc, xdp))
     })();
-    let (ebpf, tables, tc, xdp) = match attached {
+    let (mut ebpf, tables, tc, xdp) = match attached {
         Ok(a) => a,
         Err(e) => {
             if fresh && let Err(cleanup) = loader::detach(&paths) {
@@ -146,6 +158,7 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         interface = %cfg.xdp.interface,
         xdp = ?xdp,
         flow_tracker = ?tc,
+        limiter_interfaces = ?cfg.ratelimit.interfaces,
         pin_path = %paths.root().display(),
         action = ?cfg.xdp.action,
         "netguard ready"
@@ -154,7 +167,13 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Signals)?;
-    runtime.block_on(serve(config_path.to_path_buf(), prepared, tables))?;
+    let mut state = Running {
+        config_path: config_path.to_path_buf(),
+        paths: paths.clone(),
+        prepared,
+        tables,
+    };
+    runtime.block_on(serve(&mut state, &mut ebpf))?;
     // `ebpf` drops here: our fds close, the pinned links keep the programs attached.
     drop(ebpf);
     info!(
@@ -164,11 +183,15 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-async fn serve(
+/// What a running daemon holds between signals.
+struct Running {
     config_path: PathBuf,
-    mut running: Prepared,
-    mut tables: Tables,
-) -> Result<(), DaemonError> {
+    paths: PinPaths,
+    prepared: Prepared,
+    tables: Tables,
+}
+
+async fn serve(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -177,8 +200,8 @@ async fn serve(
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                match reload(&config_path, &running, &mut tables) {
-                    Ok(next) => running = next,
+                match reload(state, ebpf) {
+                    Ok(next) => state.prepared = next,
                     Err(e) => error!("reload rejected, the running config stays in force: {e}"),
                 }
             }
@@ -186,21 +209,37 @@ async fn serve(
     }
 }
 
-/// Re-reads the config; on any error nothing changes. Settings that need a re-attach (interface,
-/// mode, pin path) are reported and kept as they are.
-fn reload(path: &Path, running: &Prepared, tables: &mut Tables) -> Result<Prepared, DaemonError> {
+/// Re-reads the config; on any error nothing changes. Limiter interfaces are attached first
+/// (a failure rolls back the ones this reload attached), then the maps are brought to the new
+/// config, then interfaces no longer listed are detached. XDP interface, mode and pin path
+/// changes need a restart.
+fn reload(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<Prepared, DaemonError> {
     let started = Instant::now();
-    let next = prepare(path)?;
-    let (old, new) = (&running.config, &next.config);
+    let next = prepare(&state.config_path)?;
+    let (old, new) = (&state.prepared.config, &next.config);
     if old.xdp.interface != new.xdp.interface
         || old.xdp.mode != new.xdp.mode
         || old.daemon.pin_path != new.daemon.pin_path
     {
         warn!(
-            "interface, mode and pin_path changes take effect on restart; the rest is applied now"
+            "xdp.interface, xdp.mode and daemon.pin_path changes take effect on restart; the rest is applied now"
         );
     }
-    apply(tables, &next)?;
+    let added: Vec<String> = new
+        .ratelimit
+        .interfaces
+        .iter()
+        .filter(|i| !old.ratelimit.interfaces.contains(i))
+        .cloned()
+        .collect();
+    if let Err(e) = loader::attach_limiter(ebpf, &state.paths, &added) {
+        let _ = loader::detach_limiter_except(&state.paths, &old.ratelimit.interfaces);
+        return Err(e.into());
+    }
+    apply(&mut state.tables, &next)?;
+    for gone in loader::detach_limiter_except(&state.paths, &new.ratelimit.interfaces)? {
+        info!(interface = %gone, "limiter detached: interface no longer configured");
+    }
     info!(ms = started.elapsed().as_millis() as u64, "config reloaded");
     Ok(next)
 }

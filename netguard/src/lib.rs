@@ -13,6 +13,7 @@ pub mod paths;
 pub mod policy;
 pub mod stats;
 pub mod tables;
+pub mod units;
 
 /// The eBPF object built by `build.rs` (aya-build), embedded at compile time.
 pub fn ebpf_object() -> &'static [u8] {

@@ -67,9 +67,10 @@ pub enum LoadError {
         mode: &'static str,
         source: ProgramError,
     },
-    #[error("attaching the tc egress flow tracker to {interface}: {source}")]
+    #[error("attaching tc program {program} to {interface}: {source}")]
     AttachTc {
         interface: String,
+        program: &'static str,
         source: ProgramError,
     },
     #[error(
@@ -263,28 +264,96 @@ pub fn attach_flow_tracker(
     paths: &PinPaths,
     interface: &str,
 ) -> Result<Attached, LoadError> {
-    let name = maps::FLOW_TRACK_PROGRAM;
+    let prog = load_classifier(ebpf, maps::FLOW_TRACK_PROGRAM)?;
+    let attached = attach_tc(
+        prog,
+        maps::FLOW_TRACK_PROGRAM,
+        &paths.flow_track_link(),
+        interface,
+        TcAttachType::Egress,
+    )?;
+    if attached != Attached::Replaced {
+        info!(interface, "tc egress flow tracker attached (TCX)");
+    }
+    Ok(attached)
+}
+
+/// Attaches the limiter to every interface: upload on tc ingress, download on tc egress, each
+/// through its own pinned link (adopted when an earlier run left one).
+pub fn attach_limiter(
+    ebpf: &mut Ebpf,
+    paths: &PinPaths,
+    interfaces: &[String],
+) -> Result<(), LoadError> {
+    for (name, hook, up) in [
+        (maps::LIMIT_UPLOAD_PROGRAM, TcAttachType::Ingress, true),
+        (maps::LIMIT_DOWNLOAD_PROGRAM, TcAttachType::Egress, false),
+    ] {
+        let prog = load_classifier(ebpf, name)?;
+        for interface in interfaces {
+            let pin = paths.limit_link(interface, up);
+            let how = attach_tc(prog, name, &pin, interface, hook)?;
+            info!(interface, program = name, how = ?how, "limiter attached");
+        }
+    }
+    Ok(())
+}
+
+/// Removes the limiter's links on interfaces no longer configured; returns their names.
+pub fn detach_limiter_except(paths: &PinPaths, keep: &[String]) -> Result<Vec<String>, LoadError> {
+    let mut gone = Vec::new();
+    for (interface, pin) in paths.limit_links() {
+        if !keep.contains(&interface) {
+            fs::remove_file(&pin).map_err(|source| LoadError::Remove { path: pin, source })?;
+            if !gone.contains(&interface) {
+                gone.push(interface);
+            }
+        }
+    }
+    Ok(gone)
+}
+
+fn load_classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, LoadError> {
     let prog: &mut SchedClassifier = ebpf
         .program_mut(name)
         .ok_or(LoadError::MissingProgram(name))?
         .try_into()
         .map_err(|source| LoadError::Program { name, source })?;
-    prog.load()
-        .map_err(|source| LoadError::Program { name, source })?;
-    let pin = paths.flow_track_link();
+    // A program object loads once; later calls (a reload attaching new interfaces) reuse it.
+    if prog.fd().is_err() {
+        prog.load()
+            .map_err(|source| LoadError::Program { name, source })?;
+    }
+    Ok(prog)
+}
+
+/// Attaches `prog` on `interface`'s `hook` through the link pinned at `pin`: a pinned link from
+/// an earlier run gets the new program atomically; otherwise a new TCX link is made and pinned.
+fn attach_tc(
+    prog: &mut SchedClassifier,
+    name: &'static str,
+    pin: &Path,
+    interface: &str,
+    hook: TcAttachType,
+) -> Result<Attached, LoadError> {
     let tc_err = |source| LoadError::AttachTc {
         interface: interface.to_string(),
+        program: name,
         source,
     };
-    match PinnedLink::from_pin(&pin) {
+    match PinnedLink::from_pin(pin) {
         Ok(old) => {
             let link = SchedClassifierLink::try_from(FdLink::from(old)).map_err(|source| {
                 LoadError::AdoptLink {
-                    path: pin.clone(),
+                    path: pin.to_path_buf(),
                     source,
                 }
             })?;
             let id = prog.attach_to_link(link).map_err(tc_err)?;
+            // The pin keeps the link; dropping our handle must not detach it.
             let owned = prog
                 .take_link(id)
                 .map_err(|source| LoadError::Program { name, source })?;
@@ -292,23 +361,23 @@ pub fn attach_flow_tracker(
             Ok(Attached::Replaced)
         }
         Err(e) if is_not_found(&e) => {
-            let id = prog
-                .attach(interface, TcAttachType::Egress)
-                .map_err(tc_err)?;
+            let id = prog.attach(interface, hook).map_err(tc_err)?;
             let owned = prog
                 .take_link(id)
                 .map_err(|source| LoadError::Program { name, source })?;
             let fd = FdLink::try_from(owned).map_err(|_| LoadError::NotALink {
                 interface: interface.to_string(),
             })?;
-            fd.pin(&pin).map_err(|source| LoadError::PinLink {
-                path: pin.clone(),
+            fd.pin(pin).map_err(|source| LoadError::PinLink {
+                path: pin.to_path_buf(),
                 source,
             })?;
-            info!(interface, pin = %pin.display(), "tc egress flow tracker attached (TCX)");
             Ok(Attached::New { mode: "tcx" })
         }
-        Err(source) => Err(LoadError::OpenLink { path: pin, source }),
+        Err(source) => Err(LoadError::OpenLink {
+            path: pin.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -329,6 +398,9 @@ pub fn detach(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
     // XDP first: once the filter is gone, the flow tracker has no reader.
     remove(paths.xdp_link())?;
     remove(paths.flow_track_link())?;
+    for (_, pin) in paths.limit_links() {
+        remove(pin)?;
+    }
     for name in maps::ALL {
         remove(paths.map(name))?;
     }

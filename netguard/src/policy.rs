@@ -3,13 +3,15 @@
 use std::{collections::HashSet, hash::Hash};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use netguard_common::bucket::BucketParams;
+use netguard_common::limiter::{LimiterConfig, OverrideKey};
 use netguard_common::policy::{
     FLAG_AUDIT, FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FLAG_HAS_TRUSTED_V4, FLAG_HAS_TRUSTED_V6,
     FLAG_ICMP_ESSENTIAL, FLAG_IPV6_FILTER, FilterConfig,
 };
 
 use crate::{
-    config::{Action, Config, IcmpMode, Ipv6Mode},
+    config::{Action, Config, IcmpMode, Ipv6Mode, RatelimitConfig},
     denylist::Denylist,
 };
 
@@ -21,6 +23,44 @@ pub struct MapPlan {
     pub deny_v6: Vec<Ipv6Net>,
     pub trusted_v4: Vec<Ipv4Net>,
     pub trusted_v6: Vec<Ipv6Net>,
+    pub limiter: LimiterPlan,
+}
+
+/// The limiter's map contents: defaults and ranges, and one entry per override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimiterPlan {
+    pub config: LimiterConfig,
+    pub overrides: Vec<(OverrideKey, BucketParams)>,
+}
+
+pub fn limiter_plan(r: &RatelimitConfig) -> LimiterPlan {
+    let mut config = LimiterConfig::EMPTY;
+    config.default = BucketParams::new(r.rate.0, r.burst.0);
+    for net in &r.container_cidrs {
+        // validate() bounds the ranges, so `add_*` cannot refuse here.
+        match net {
+            IpNet::V4(n) => config.add_cidr_v4(n.network().octets(), n.prefix_len()),
+            IpNet::V6(n) => config.add_cidr_v6(n.network().octets(), n.prefix_len()),
+        };
+    }
+    let overrides = r
+        .container
+        .iter()
+        .map(|c| {
+            let rate = c.rate.unwrap_or(r.rate).0;
+            let burst = c.burst.unwrap_or(r.burst).0;
+            (override_key(c.address), BucketParams::new(rate, burst))
+        })
+        .collect();
+    LimiterPlan { config, overrides }
+}
+
+/// The limiter's key for an address: IPv6, or IPv4-mapped IPv6.
+pub fn override_key(addr: std::net::IpAddr) -> OverrideKey {
+    match addr {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    }
 }
 
 /// Builds the plan. The config must have passed `validate()` (ingress table sizes, ports).
@@ -33,6 +73,7 @@ pub fn plan(config: &Config, denylist: &Denylist) -> MapPlan {
         deny_v6: denylist.v6.clone(),
         trusted_v4,
         trusted_v6,
+        limiter: limiter_plan(&config.ratelimit),
     }
 }
 
@@ -171,6 +212,38 @@ mod tests {
         assert!(f.has(FLAG_AUDIT));
         assert!(!f.has(FLAG_ICMP_ESSENTIAL));
         assert!(f.has(FLAG_IPV6_FILTER));
+    }
+
+    #[test]
+    fn limiter_plan_from_config() {
+        let c = config(
+            r#"
+            [xdp]
+            interface = "eth0"
+            [ratelimit]
+            interfaces = ["docker0"]
+            rate = "8MB/s"
+            burst = "16MB"
+            [[ratelimit.container]]
+            address = "172.17.0.9"
+            rate = "16MB/s"
+            "#,
+        );
+        let p = limiter_plan(&c.ratelimit);
+        assert_eq!(p.config.default, BucketParams::new(8_000_000, 16_000_000));
+        assert!(p.config.is_container(&Addr::v4([172, 17, 3, 4])));
+        assert!(!p.config.is_container(&Addr::v4([10, 0, 0, 1])));
+        assert_eq!(
+            p.overrides,
+            vec![(
+                override_key("172.17.0.9".parse().expect("ip")),
+                BucketParams::new(16_000_000, 16_000_000)
+            )]
+        );
+        assert_eq!(
+            &override_key("172.17.0.9".parse().expect("ip"))[10..],
+            &[0xff, 0xff, 172, 17, 0, 9]
+        );
     }
 
     #[test]

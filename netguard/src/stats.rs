@@ -149,3 +149,151 @@ mod tests {
         assert!(t.contains("would drop"));
     }
 }
+
+/// One container and direction as `netguard stats --containers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContainerRow {
+    pub address: std::net::IpAddr,
+    pub direction: &'static str,
+    pub passed_bytes: u64,
+    pub passed_packets: u64,
+    pub dropped_bytes: u64,
+    pub dropped_packets: u64,
+    /// Bytes the container may send (upload) or receive (download) right now at full speed.
+    pub tokens: u64,
+    pub rate: u64,
+    pub burst: u64,
+}
+
+impl ContainerRow {
+    /// Builds a row from a bucket as the kernel holds it, judged at `now_ns` (CLOCK_MONOTONIC,
+    /// the clock `bpf_ktime_get_ns` reads).
+    pub fn new(
+        key: &netguard_common::limiter::BucketKey,
+        state: &netguard_common::limiter::BucketState,
+        params: &netguard_common::bucket::BucketParams,
+        now_ns: u64,
+    ) -> Self {
+        let v6 = std::net::Ipv6Addr::from(key.addr);
+        let address = match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        };
+        Self {
+            address,
+            direction: if key.direction == netguard_common::limiter::DIR_UPLOAD {
+                "upload"
+            } else {
+                "download"
+            },
+            passed_bytes: state.passed_bytes,
+            passed_packets: state.passed_packets,
+            dropped_bytes: state.dropped_bytes,
+            dropped_packets: state.dropped_packets,
+            tokens: params.tokens(state.tat, now_ns),
+            rate: params.rate,
+            burst: params.burst,
+        }
+    }
+}
+
+/// Most drops first (the containers hitting their limit), then most bytes passed.
+pub fn sort_containers(rows: &mut [ContainerRow]) {
+    rows.sort_by(|a, b| {
+        b.dropped_packets
+            .cmp(&a.dropped_packets)
+            .then(b.passed_bytes.cmp(&a.passed_bytes))
+            .then(a.address.cmp(&b.address))
+            .then(a.direction.cmp(b.direction))
+    });
+}
+
+pub fn containers_table(rows: &[ContainerRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<40} {:<9} {:>14} {:>12} {:>14} {:>12} {:>14}",
+        "container",
+        "direction",
+        "passed bytes",
+        "passed pkts",
+        "dropped bytes",
+        "dropped pkts",
+        "tokens"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<40} {:<9} {:>14} {:>12} {:>14} {:>12} {:>14}",
+            r.address.to_string(),
+            r.direction,
+            r.passed_bytes,
+            r.passed_packets,
+            r.dropped_bytes,
+            r.dropped_packets,
+            r.tokens
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "(no container has sent or received through the limiter yet)"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod container_tests {
+    use super::*;
+    use netguard_common::{
+        bucket::BucketParams,
+        limiter::{BucketKey, BucketState, DIR_DOWNLOAD, DIR_UPLOAD},
+    };
+
+    fn row(last: u8, direction: u8, dropped: u64) -> ContainerRow {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..].copy_from_slice(&[172, 17, 0, last]);
+        let key = BucketKey {
+            addr,
+            direction,
+            _pad: [0; 7],
+        };
+        let state = BucketState {
+            tat: 0,
+            passed_bytes: 10,
+            passed_packets: 1,
+            dropped_bytes: dropped * 100,
+            dropped_packets: dropped,
+        };
+        ContainerRow::new(
+            &key,
+            &state,
+            &BucketParams::new(1_000, 100_000),
+            1_000_000_000_000,
+        )
+    }
+
+    #[test]
+    fn rows_sorted_by_drops_and_addresses_unmapped() {
+        let mut rows = vec![
+            row(2, DIR_UPLOAD, 0),
+            row(3, DIR_DOWNLOAD, 7),
+            row(4, DIR_UPLOAD, 3),
+        ];
+        sort_containers(&mut rows);
+        let order: Vec<String> = rows.iter().map(|r| r.address.to_string()).collect();
+        assert_eq!(order, ["172.17.0.3", "172.17.0.4", "172.17.0.2"]);
+        assert_eq!(rows[0].direction, "download");
+        assert_eq!(rows[0].tokens, 100_000, "an idle bucket is full");
+        let t = containers_table(&rows);
+        assert!(
+            t.lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("172.17.0.3")),
+            "{t}"
+        );
+    }
+}

@@ -5,10 +5,12 @@ use std::{collections::HashSet, time::Instant};
 
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netguard_common::{
+    bucket::BucketParams,
+    limiter::{BucketKey, BucketState, LimiterConfig, OverrideKey},
     maps,
     policy::{FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FilterConfig},
     reason::{COUNTER_SLOTS, Counter},
@@ -48,6 +50,9 @@ pub struct Tables {
     deny_v6: Trie<[u8; 16]>,
     trusted_v4: Trie<[u8; 4]>,
     trusted_v6: Trie<[u8; 16]>,
+    limit_config: Array<MapData, LimiterConfig>,
+    limit_overrides: HashMap<MapData, OverrideKey, BucketParams>,
+    buckets: HashMap<MapData, BucketKey, BucketState>,
 }
 
 /// Counts of one `apply`, for logs.
@@ -90,25 +95,22 @@ impl Tables {
     fn from_maps(
         get: &mut dyn FnMut(&'static str) -> Result<Map, TableError>,
     ) -> Result<Self, TableError> {
+        fn typed<T: TryFrom<Map, Error = MapError>>(
+            get: &mut dyn FnMut(&'static str) -> Result<Map, TableError>,
+            name: &'static str,
+        ) -> Result<T, TableError> {
+            get(name)?.try_into().map_err(map_err(name))
+        }
         Ok(Self {
-            config: get(maps::CONFIG)?
-                .try_into()
-                .map_err(map_err(maps::CONFIG))?,
-            counters: get(maps::COUNTERS)?
-                .try_into()
-                .map_err(map_err(maps::COUNTERS))?,
-            deny_v4: get(maps::DENY_V4)?
-                .try_into()
-                .map_err(map_err(maps::DENY_V4))?,
-            deny_v6: get(maps::DENY_V6)?
-                .try_into()
-                .map_err(map_err(maps::DENY_V6))?,
-            trusted_v4: get(maps::TRUSTED_V4)?
-                .try_into()
-                .map_err(map_err(maps::TRUSTED_V4))?,
-            trusted_v6: get(maps::TRUSTED_V6)?
-                .try_into()
-                .map_err(map_err(maps::TRUSTED_V6))?,
+            config: typed(get, maps::CONFIG)?,
+            counters: typed(get, maps::COUNTERS)?,
+            deny_v4: typed(get, maps::DENY_V4)?,
+            deny_v6: typed(get, maps::DENY_V6)?,
+            trusted_v4: typed(get, maps::TRUSTED_V4)?,
+            trusted_v6: typed(get, maps::TRUSTED_V6)?,
+            limit_config: typed(get, maps::LIMIT_CONFIG)?,
+            limit_overrides: typed(get, maps::LIMIT_OVERRIDES)?,
+            buckets: typed(get, maps::BUCKETS)?,
         })
     }
 
@@ -159,7 +161,65 @@ impl Tables {
             progress,
         )?;
         self.set_filter_config(&plan.filter)?;
+        self.apply_limiter(&plan.limiter, &mut report)?;
         Ok(report)
+    }
+
+    /// Overrides first (changed and new ones, then stale ones go), then the defaults. Buckets
+    /// are left alone: a container's tokens survive a reload.
+    fn apply_limiter(
+        &mut self,
+        plan: &policy::LimiterPlan,
+        report: &mut ApplyReport,
+    ) -> Result<(), TableError> {
+        let name = maps::LIMIT_OVERRIDES;
+        let mut current = std::collections::HashMap::new();
+        for entry in self.limit_overrides.iter() {
+            let (k, v) = entry.map_err(map_err(name))?;
+            current.insert(k, v);
+        }
+        for (key, params) in &plan.overrides {
+            if current.get(key) != Some(params) {
+                self.limit_overrides
+                    .insert(key, params, 0)
+                    .map_err(map_err(name))?;
+                report.added += 1;
+            } else {
+                report.unchanged += 1;
+            }
+        }
+        let wanted: HashSet<&OverrideKey> = plan.overrides.iter().map(|(k, _)| k).collect();
+        for key in current.keys().filter(|k| !wanted.contains(k)) {
+            match self.limit_overrides.remove(key) {
+                Ok(()) => report.removed += 1,
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(map_err(name)(e)),
+            }
+        }
+        self.limit_config
+            .set(0, plan.config, 0)
+            .map_err(map_err(maps::LIMIT_CONFIG))
+    }
+
+    pub fn limiter_config(&self) -> Result<LimiterConfig, TableError> {
+        self.limit_config
+            .get(&0, 0)
+            .map_err(map_err(maps::LIMIT_CONFIG))
+    }
+
+    /// The rate and burst in force for a bucket key's container.
+    pub fn limiter_params(&self, key: &BucketKey, defaults: &LimiterConfig) -> BucketParams {
+        self.limit_overrides
+            .get(&key.addr, 0)
+            .unwrap_or(defaults.default)
+    }
+
+    /// Every bucket the limiter has created (containers seen since their last eviction).
+    pub fn buckets(&self) -> Result<Vec<(BucketKey, BucketState)>, TableError> {
+        self.buckets
+            .iter()
+            .map(|e| e.map_err(map_err(maps::BUCKETS)))
+            .collect()
     }
 
     /// Adds denylist entries to the live map (effective on the next packet).

@@ -356,8 +356,209 @@ fn maps_have_the_expected_layout() {
 fn map_info(map: &aya::maps::Map) -> MapInfo {
     use aya::maps::Map;
     let data: &MapData = match map {
-        Map::Array(d) | Map::PerCpuArray(d) | Map::LpmTrie(d) | Map::LruHashMap(d) => d,
+        Map::Array(d)
+        | Map::PerCpuArray(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::HashMap(d) => d,
         other => panic!("unexpected map kind {other:?}"),
     };
     data.info().expect("map info")
+}
+
+// ---- the tc limiter ---------------------------------------------------------------------------
+
+mod limiter {
+    use super::*;
+    use aya::maps::HashMap as BpfHashMap;
+    use netguard_common::{
+        bucket::BucketParams,
+        limiter::{BucketKey, BucketState, DIR_DOWNLOAD, DIR_UPLOAD, LimiterConfig, bucket_key},
+        packet::{Addr, ETH_P_IPV6},
+    };
+
+    const TC_ACT_UNSPEC: u32 = -1i32 as u32;
+    const TC_ACT_SHOT: u32 = 2;
+    const CONTAINER: [u8; 4] = [172, 17, 0, 2];
+    const OTHER_CONTAINER: [u8; 4] = [172, 17, 0, 3];
+    const REMOTE: [u8; 4] = [192, 0, 2, 99];
+
+    struct Limiter {
+        ebpf: Ebpf,
+    }
+
+    impl Limiter {
+        /// Rate 1 MB/s, burst 10 frames of 1,000 bytes, containers 172.17.0.0/16 and fd00:17::/64.
+        fn new() -> Self {
+            let mut ebpf = EbpfLoader::new()
+                .load(netguard::ebpf_object())
+                .expect("load eBPF object");
+            for name in [maps::LIMIT_UPLOAD_PROGRAM, maps::LIMIT_DOWNLOAD_PROGRAM] {
+                let p: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .expect("program")
+                    .try_into()
+                    .expect("tc");
+                p.load().expect("verifier accepts the limiter");
+            }
+            let mut cfg = LimiterConfig::EMPTY;
+            cfg.default = BucketParams::new(1_000_000, 10_000);
+            cfg.add_cidr_v4([172, 17, 0, 0], 16);
+            let mut v6 = [0u8; 16];
+            v6[..4].copy_from_slice(&[0xfd, 0, 0, 0x17]);
+            cfg.add_cidr_v6(v6, 64);
+            let mut a: Array<&mut MapData, LimiterConfig> = ebpf
+                .map_mut(maps::LIMIT_CONFIG)
+                .expect("limiter config")
+                .try_into()
+                .expect("array");
+            a.set(0, cfg, 0).expect("set limiter config");
+            Self { ebpf }
+        }
+
+        fn run(&mut self, program: &str, frame: &[u8]) -> u32 {
+            let p: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(program)
+                .expect("program")
+                .try_into()
+                .expect("tc");
+            p.test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN")
+            .return_value
+        }
+
+        fn upload(&mut self, frame: &[u8]) -> u32 {
+            self.run(maps::LIMIT_UPLOAD_PROGRAM, frame)
+        }
+
+        fn download(&mut self, frame: &[u8]) -> u32 {
+            self.run(maps::LIMIT_DOWNLOAD_PROGRAM, frame)
+        }
+
+        fn bucket(&self, key: &BucketKey) -> Option<BucketState> {
+            let m: BpfHashMap<&MapData, BucketKey, BucketState> = self
+                .ebpf
+                .map(maps::BUCKETS)
+                .expect("buckets")
+                .try_into()
+                .expect("lru hash");
+            m.get(key, 0).ok()
+        }
+
+        fn set_override(&mut self, addr: [u8; 16], params: BucketParams) {
+            let mut m: BpfHashMap<&mut MapData, [u8; 16], BucketParams> = self
+                .ebpf
+                .map_mut(maps::LIMIT_OVERRIDES)
+                .expect("overrides")
+                .try_into()
+                .expect("hash");
+            m.insert(addr, params, 0).expect("insert override");
+        }
+    }
+
+    /// A 1,000-byte UDP frame.
+    fn frame(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let payload = vec![0u8; 1000 - 14 - 20 - 8];
+        golden::eth(
+            ETH_P_IPV4,
+            &[],
+            &golden::ipv4(
+                src,
+                dst,
+                17,
+                &[],
+                golden::DF,
+                &golden::udp(5000, 5001, &payload),
+            ),
+        )
+    }
+
+    fn mapped(a: [u8; 4]) -> [u8; 16] {
+        netguard_common::flow::mapped(&Addr::v4(a))
+    }
+
+    #[test]
+    fn fresh_bucket_passes_the_burst_then_drops() {
+        let mut l = Limiter::new();
+        let up = frame(CONTAINER, REMOTE);
+        for i in 0..10 {
+            assert_eq!(l.upload(&up), TC_ACT_UNSPEC, "packet {i} of the burst");
+        }
+        assert_eq!(
+            l.upload(&up),
+            TC_ACT_SHOT,
+            "the 11th packet exceeds the 10,000-byte burst"
+        );
+        let state = l
+            .bucket(&bucket_key(&Addr::v4(CONTAINER), DIR_UPLOAD))
+            .expect("bucket created");
+        assert_eq!((state.passed_packets, state.passed_bytes), (10, 10_000));
+        assert_eq!((state.dropped_packets, state.dropped_bytes), (1, 1_000));
+        // Download is a separate bucket, and another container has its own.
+        assert_eq!(l.download(&frame(REMOTE, CONTAINER)), TC_ACT_UNSPEC);
+        assert_eq!(l.upload(&frame(OTHER_CONTAINER, REMOTE)), TC_ACT_UNSPEC);
+        assert!(
+            l.bucket(&bucket_key(&Addr::v4(CONTAINER), DIR_DOWNLOAD))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn override_applies_to_its_container_only() {
+        let mut l = Limiter::new();
+        l.set_override(mapped(CONTAINER), BucketParams::new(1_000_000, 20_000));
+        let up = frame(CONTAINER, REMOTE);
+        let passed = (0..30).filter(|_| l.upload(&up) == TC_ACT_UNSPEC).count();
+        assert_eq!(passed, 20, "the override's 20,000-byte burst");
+        let other = frame(OTHER_CONTAINER, REMOTE);
+        let passed = (0..30)
+            .filter(|_| l.upload(&other) == TC_ACT_UNSPEC)
+            .count();
+        assert_eq!(passed, 10, "the default burst");
+    }
+
+    #[test]
+    fn ipv6_containers_are_limited() {
+        let mut l = Limiter::new();
+        let mut c6 = [0u8; 16];
+        c6[..4].copy_from_slice(&[0xfd, 0, 0, 0x17]);
+        c6[15] = 2;
+        let payload = vec![0u8; 1000 - 14 - 40 - 8];
+        let f = golden::eth(
+            ETH_P_IPV6,
+            &[],
+            &golden::ipv6(c6, golden::CLIENT6, 17, &golden::udp(1, 2, &payload)),
+        );
+        let passed = (0..15).filter(|_| l.upload(&f) == TC_ACT_UNSPEC).count();
+        assert_eq!(passed, 10);
+        assert!(l.bucket(&bucket_key(&Addr::v6(c6), DIR_UPLOAD)).is_some());
+    }
+
+    #[test]
+    fn non_ip_and_outside_addresses_are_untouched() {
+        let mut l = Limiter::new();
+        let arp = golden::eth(0x0806, &[], &[0u8; 28]);
+        let outside = frame([10, 0, 0, 2], REMOTE);
+        let to_outside = frame(REMOTE, [10, 0, 0, 2]);
+        for _ in 0..50 {
+            assert_eq!(l.upload(&arp), TC_ACT_UNSPEC);
+            assert_eq!(l.upload(&outside), TC_ACT_UNSPEC);
+            assert_eq!(l.download(&to_outside), TC_ACT_UNSPEC);
+        }
+        let buckets: BpfHashMap<&MapData, BucketKey, BucketState> = l
+            .ebpf
+            .map(maps::BUCKETS)
+            .expect("buckets")
+            .try_into()
+            .expect("lru hash");
+        assert_eq!(
+            buckets.keys().count(),
+            0,
+            "nothing outside the container ranges gets a bucket"
+        );
+    }
 }
