@@ -3,7 +3,11 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 #[xdp]
 pub fn floor_pass(_ctx: XdpContext) -> u32 {
@@ -13,6 +17,12 @@ pub fn floor_pass(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn floor_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
+}
+
+/// The tc floor: a pass-through classifier, beside which the limiter's cost is measured.
+#[classifier]
+pub fn floor_tc_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
 }
 
 #[cfg(not(test))]
