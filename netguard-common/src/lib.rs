@@ -14,6 +14,7 @@ pub mod limiter;
 pub mod maps;
 pub mod packet;
 pub mod policy;
+pub mod private_net;
 pub mod reason;
 pub mod verdict;
 
@@ -32,4 +33,5 @@ mod pod {
     unsafe impl aya::Pod for crate::limiter::LimiterConfig {}
     unsafe impl aya::Pod for crate::limiter::BucketKey {}
     unsafe impl aya::Pod for crate::limiter::BucketState {}
+    unsafe impl aya::Pod for crate::private_net::GatewayKey {}
 }

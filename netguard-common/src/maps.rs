@@ -23,8 +23,15 @@ pub const LIMIT_OVERRIDES: &str = "NG_LIM_OVERRIDE";
 /// LRU hash of [`crate::limiter::BucketState`] per container and direction.
 pub const BUCKETS: &str = "NG_BUCKETS";
 
+/// Hash of private address → network id ([`crate::private_net`]).
+pub const PN_MEMBERS: &str = "NG_PN_MEMBERS";
+/// Hash of [`crate::private_net::GatewayKey`] → 1: a network's gateway addresses.
+pub const PN_GATEWAYS: &str = "NG_PN_GATEWAYS";
+/// Per-CPU array of [`crate::reason::Counter`] per [`crate::private_net::PnReason`].
+pub const PN_COUNTERS: &str = "NG_PN_COUNTERS";
+
 /// Every map the programs declare, in the order `netguard stats`/`detach` walk them.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 13] = [
     CONFIG,
     COUNTERS,
     DENY_V4,
@@ -35,6 +42,9 @@ pub const ALL: [&str; 10] = [
     LIMIT_CONFIG,
     LIMIT_OVERRIDES,
     BUCKETS,
+    PN_MEMBERS,
+    PN_GATEWAYS,
+    PN_COUNTERS,
 ];
 
 /// Program names (the Rust function names of the entry points).
@@ -43,6 +53,8 @@ pub const FLOW_TRACK_PROGRAM: &str = "netguard_flow_track";
 /// The limiter: tc ingress of a container-facing interface (upload) and tc egress (download).
 pub const LIMIT_UPLOAD_PROGRAM: &str = "netguard_limit_up";
 pub const LIMIT_DOWNLOAD_PROGRAM: &str = "netguard_limit_down";
+/// Private-network isolation: tc ingress and egress of each private-side interface.
+pub const PRIVATE_PROGRAM: &str = "netguard_private";
 
 /// Pin names of the bpf links under the pin directory.
 pub const XDP_LINK_PIN: &str = "link_xdp";
@@ -57,6 +69,9 @@ pub const FLOWS_CAPACITY: u32 = 65_536;
 /// 65,536 containers × 2 directions, twice over: an LRU, so churn evicts the idlest.
 pub const BUCKETS_CAPACITY: u32 = 262_144;
 pub const LIMIT_OVERRIDES_CAPACITY: u32 = 65_536;
+/// 10.240.0.0/22 holds 1,024 addresses; room to spare for renumbering.
+pub const PN_MEMBERS_CAPACITY: u32 = 4_096;
+pub const PN_GATEWAYS_CAPACITY: u32 = 1_024;
 
 /// Data bytes of an LPM key (the prefix length is a separate `u32`).
 pub const V4_KEY_LEN: usize = 4;
@@ -102,7 +117,7 @@ const fn layout(
 }
 
 /// Every map's expected layout; the loader checks pinned maps against it before reusing them.
-pub const LAYOUTS: [MapLayout; 10] = [
+pub const LAYOUTS: [MapLayout; 13] = [
     layout(
         CONFIG,
         BPF_MAP_TYPE_ARRAY,
@@ -172,5 +187,20 @@ pub const LAYOUTS: [MapLayout; 10] = [
         core::mem::size_of::<crate::limiter::BucketKey>(),
         core::mem::size_of::<crate::limiter::BucketState>(),
         BUCKETS_CAPACITY,
+    ),
+    layout(PN_MEMBERS, BPF_MAP_TYPE_HASH, 4, 4, PN_MEMBERS_CAPACITY),
+    layout(
+        PN_GATEWAYS,
+        BPF_MAP_TYPE_HASH,
+        core::mem::size_of::<crate::private_net::GatewayKey>(),
+        1,
+        PN_GATEWAYS_CAPACITY,
+    ),
+    layout(
+        PN_COUNTERS,
+        BPF_MAP_TYPE_PERCPU_ARRAY,
+        4,
+        core::mem::size_of::<crate::reason::Counter>(),
+        crate::private_net::PN_REASON_COUNT,
     ),
 ];

@@ -17,6 +17,7 @@
 
 mod access;
 mod limiter;
+mod private_net;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
