@@ -11,6 +11,7 @@ pub mod denylist;
 pub mod loader;
 pub mod paths;
 pub mod policy;
+pub mod private_net;
 pub mod stats;
 pub mod tables;
 pub mod units;
