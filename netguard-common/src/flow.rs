@@ -5,7 +5,7 @@
 //! IPv6 or IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so one table holds both families without a tag.
 //! Ports are host byte order. For ICMP echo the identifier stands in the remote port.
 
-use crate::packet::{Addr, IpPacket, L4, Transport};
+use crate::packet::{Addr, IpPacket, L4, TCP_ACK, TCP_SYN, Transport};
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -75,6 +75,9 @@ fn outbound_ports(t: &Transport) -> Option<(u16, u16, u8)> {
 #[inline(always)]
 fn inbound_ports(t: &Transport) -> Option<(u16, u16, u8)> {
     Some(match t.kind {
+        // A bare SYN opens a connection; it never answers one the host opened (that answer is
+        // a SYN-ACK), so it has no flow to find and SYN floods skip the lookup.
+        L4::Tcp if t.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => return None,
         L4::Tcp => (t.src_port, t.dst_port, PROTO_TCP),
         L4::Udp => (t.src_port, t.dst_port, PROTO_UDP),
         L4::Icmp if t.icmp_type == ICMP_ECHO_REPLY => (t.icmp_id, 0, PROTO_ICMP),

@@ -23,6 +23,9 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 /// Offsets beyond this are never read: it bounds every offset for the verifier.
 pub const MAX_OFFSET: usize = 0xffff;
 
+pub const TCP_SYN: u16 = 0x02;
+pub const TCP_ACK: u16 = 0x10;
+
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -130,6 +133,8 @@ pub struct Transport {
     pub proto: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// TCP flags byte (zero for other protocols); a `u16` so the struct has no padding.
+    pub tcp_flags: u16,
 }
 
 impl Transport {
@@ -143,6 +148,7 @@ impl Transport {
             proto,
             icmp_type: 0,
             icmp_code: 0,
+            tcp_flags: 0,
         }
     }
 
@@ -376,7 +382,10 @@ fn parse_l4<P: PacketBytes + ?Sized>(
             if data_offset < 5 || off + data_offset * 4 > end {
                 return malformed;
             }
-            Transport::ports(L4::Tcp, proto, be16([t[0], t[1]]), be16([t[2], t[3]]))
+            Transport {
+                tcp_flags: t[13] as u16,
+                ..Transport::ports(L4::Tcp, proto, be16([t[0], t[1]]), be16([t[2], t[3]]))
+            }
         }
         IPPROTO_UDP => {
             let Some(u) = p.load::<8>(off) else {

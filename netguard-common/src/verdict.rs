@@ -116,3 +116,52 @@ fn is_link_local_ndp(ip: &IpPacket) -> bool {
         && src[1] & 0xc0 == 0x80
         && (NDP_FIRST..=NDP_LAST).contains(&ip.transport.icmp_type)
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::golden::{self, CLIENT, EDGE, TCP_SYN};
+    use crate::packet::{self, ETH_P_IPV4};
+
+    /// Tables under which every inbound packet answers a flow of the host.
+    struct EverythingIsAFlow;
+    impl Tables for EverythingIsAFlow {
+        fn is_denied(&self, _: &Addr) -> bool {
+            false
+        }
+        fn is_trusted(&self, _: &Addr) -> bool {
+            false
+        }
+        fn is_return_flow(&self, _: &FlowKey) -> bool {
+            true
+        }
+    }
+
+    fn tcp_with_flags(flags: u8) -> Reason {
+        let frame = golden::eth(
+            ETH_P_IPV4,
+            &[],
+            &golden::ipv4(
+                CLIENT,
+                EDGE,
+                6,
+                &[],
+                golden::DF,
+                &golden::tcp(53, 40000, flags),
+            ),
+        );
+        let cfg = golden::fixture_config(golden::DEFAULT_MODE);
+        decide(&packet::parse(&frame[..]), &cfg, &EverythingIsAFlow)
+    }
+
+    #[test]
+    fn a_bare_syn_is_never_a_return_flow() {
+        assert_eq!(tcp_with_flags(TCP_SYN), Reason::PortClosed);
+        assert_eq!(
+            tcp_with_flags(TCP_SYN | 0x10),
+            Reason::ReturnFlow,
+            "SYN-ACK answers a connect"
+        );
+        assert_eq!(tcp_with_flags(0x10), Reason::ReturnFlow, "ACK");
+    }
+}
