@@ -21,7 +21,10 @@ use aya::{
 use netguard_common::maps::{self, MapLayout};
 use tracing::{info, warn};
 
-use crate::{config::AttachMode, paths::PinPaths};
+use crate::{
+    config::AttachMode,
+    paths::{PinPaths, TcLink},
+};
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -285,15 +288,67 @@ pub fn attach_limiter(
     paths: &PinPaths,
     interfaces: &[String],
 ) -> Result<(), LoadError> {
-    for (name, hook, up) in [
-        (maps::LIMIT_UPLOAD_PROGRAM, TcAttachType::Ingress, true),
-        (maps::LIMIT_DOWNLOAD_PROGRAM, TcAttachType::Egress, false),
-    ] {
+    attach_per_interface(
+        ebpf,
+        paths,
+        interfaces,
+        &[
+            (
+                maps::LIMIT_UPLOAD_PROGRAM,
+                TcAttachType::Ingress,
+                TcLink::LimitUp,
+            ),
+            (
+                maps::LIMIT_DOWNLOAD_PROGRAM,
+                TcAttachType::Egress,
+                TcLink::LimitDown,
+            ),
+        ],
+    )
+}
+
+/// Attaches private-network isolation to both directions of every private-side interface.
+pub fn attach_private(
+    ebpf: &mut Ebpf,
+    paths: &PinPaths,
+    interfaces: &[String],
+) -> Result<(), LoadError> {
+    attach_per_interface(
+        ebpf,
+        paths,
+        interfaces,
+        &[
+            (
+                maps::PRIVATE_PROGRAM,
+                TcAttachType::Ingress,
+                TcLink::PrivateIn,
+            ),
+            (
+                maps::PRIVATE_PROGRAM,
+                TcAttachType::Egress,
+                TcLink::PrivateOut,
+            ),
+        ],
+    )
+}
+
+fn attach_per_interface(
+    ebpf: &mut Ebpf,
+    paths: &PinPaths,
+    interfaces: &[String],
+    hooks: &[(&'static str, TcAttachType, TcLink)],
+) -> Result<(), LoadError> {
+    for (name, hook, kind) in hooks {
         let prog = load_classifier(ebpf, name)?;
         for interface in interfaces {
-            let pin = paths.limit_link(interface, up);
-            let how = attach_tc(prog, name, &pin, interface, hook)?;
-            info!(interface, program = name, how = ?how, "limiter attached");
+            let how = attach_tc(
+                prog,
+                name,
+                &paths.tc_link(*kind, interface),
+                interface,
+                *hook,
+            )?;
+            info!(interface, program = name, hook = ?hook, how = ?how, "tc program attached");
         }
     }
     Ok(())
@@ -301,12 +356,27 @@ pub fn attach_limiter(
 
 /// Removes the limiter's links on interfaces no longer configured; returns their names.
 pub fn detach_limiter_except(paths: &PinPaths, keep: &[String]) -> Result<Vec<String>, LoadError> {
+    detach_except(paths, &[TcLink::LimitUp, TcLink::LimitDown], keep)
+}
+
+/// Removes private-network links on interfaces no longer configured; returns their names.
+pub fn detach_private_except(paths: &PinPaths, keep: &[String]) -> Result<Vec<String>, LoadError> {
+    detach_except(paths, &[TcLink::PrivateIn, TcLink::PrivateOut], keep)
+}
+
+fn detach_except(
+    paths: &PinPaths,
+    kinds: &[TcLink],
+    keep: &[String],
+) -> Result<Vec<String>, LoadError> {
     let mut gone = Vec::new();
-    for (interface, pin) in paths.limit_links() {
-        if !keep.contains(&interface) {
-            fs::remove_file(&pin).map_err(|source| LoadError::Remove { path: pin, source })?;
-            if !gone.contains(&interface) {
-                gone.push(interface);
+    for kind in kinds {
+        for (interface, pin) in paths.tc_links(*kind) {
+            if !keep.contains(&interface) {
+                fs::remove_file(&pin).map_err(|source| LoadError::Remove { path: pin, source })?;
+                if !gone.contains(&interface) {
+                    gone.push(interface);
+                }
             }
         }
     }
@@ -398,8 +468,10 @@ pub fn detach(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
     // XDP first: once the filter is gone, the flow tracker has no reader.
     remove(paths.xdp_link())?;
     remove(paths.flow_track_link())?;
-    for (_, pin) in paths.limit_links() {
-        remove(pin)?;
+    for kind in TcLink::ALL {
+        for (_, pin) in paths.tc_links(kind) {
+            remove(pin)?;
+        }
     }
     for name in maps::ALL {
         remove(paths.map(name))?;

@@ -4,9 +4,6 @@ use std::path::{Path, PathBuf};
 
 use netguard_common::maps;
 
-const LIMIT_UP_PREFIX: &str = "link_limit_up_";
-const LIMIT_DOWN_PREFIX: &str = "link_limit_down_";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinPaths {
     root: PathBuf,
@@ -38,19 +35,13 @@ impl PinPaths {
         self.root.join(maps::FLOW_TRACK_LINK_PIN)
     }
 
-    /// The limiter's link on `interface`: `link_limit_up_<if>` (tc ingress) or
-    /// `link_limit_down_<if>` (tc egress).
-    pub fn limit_link(&self, interface: &str, upload: bool) -> PathBuf {
-        let dir = if upload {
-            LIMIT_UP_PREFIX
-        } else {
-            LIMIT_DOWN_PREFIX
-        };
-        self.root.join(format!("{dir}{interface}"))
+    /// The link of a per-interface tc program: `link_<kind>_<interface>`.
+    pub fn tc_link(&self, kind: TcLink, interface: &str) -> PathBuf {
+        self.root.join(format!("{}{interface}", kind.prefix()))
     }
 
-    /// Every limiter link pinned under the root, as `(interface, pin)`.
-    pub fn limit_links(&self) -> Vec<(String, PathBuf)> {
+    /// Every per-interface link of `kind` pinned under the root, as `(interface, pin)`.
+    pub fn tc_links(&self, kind: TcLink) -> Vec<(String, PathBuf)> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Vec::new();
         };
@@ -58,10 +49,7 @@ impl PinPaths {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let interface = name
-                    .strip_prefix(LIMIT_UP_PREFIX)
-                    .or_else(|| name.strip_prefix(LIMIT_DOWN_PREFIX))?
-                    .to_string();
+                let interface = name.strip_prefix(kind.prefix())?.to_string();
                 Some((interface, e.path()))
             })
             .collect();
@@ -72,6 +60,37 @@ impl PinPaths {
     /// The bpffs mount point the pin directory lives on (its parent).
     pub fn bpffs(&self) -> &Path {
         self.root.parent().unwrap_or(Path::new("/"))
+    }
+}
+
+/// Programs attached once per configured interface, each through its own pinned link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcLink {
+    /// Limiter, tc ingress of a container-facing interface.
+    LimitUp,
+    /// Limiter, tc egress.
+    LimitDown,
+    /// Private-network isolation, tc ingress of a private-side interface.
+    PrivateIn,
+    /// Private-network isolation, tc egress.
+    PrivateOut,
+}
+
+impl TcLink {
+    pub const ALL: [TcLink; 4] = [
+        TcLink::LimitUp,
+        TcLink::LimitDown,
+        TcLink::PrivateIn,
+        TcLink::PrivateOut,
+    ];
+
+    const fn prefix(self) -> &'static str {
+        match self {
+            TcLink::LimitUp => "link_limit_up_",
+            TcLink::LimitDown => "link_limit_down_",
+            TcLink::PrivateIn => "link_pn_in_",
+            TcLink::PrivateOut => "link_pn_out_",
+        }
     }
 }
 
@@ -88,5 +107,9 @@ mod tests {
         );
         assert_eq!(p.xdp_link(), Path::new("/sys/fs/bpf/netguard/link_xdp"));
         assert_eq!(p.bpffs(), Path::new("/sys/fs/bpf"));
+        assert_eq!(
+            p.tc_link(TcLink::PrivateIn, "pn0"),
+            Path::new("/sys/fs/bpf/netguard/link_pn_in_pn0")
+        );
     }
 }

@@ -13,6 +13,7 @@ use netguard_common::{
     limiter::{BucketKey, BucketState, LimiterConfig, OverrideKey},
     maps,
     policy::{FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FilterConfig},
+    private_net::{GatewayKey, PN_REASON_COUNT},
     reason::{COUNTER_SLOTS, Counter},
 };
 
@@ -53,6 +54,9 @@ pub struct Tables {
     limit_config: Array<MapData, LimiterConfig>,
     limit_overrides: HashMap<MapData, OverrideKey, BucketParams>,
     buckets: HashMap<MapData, BucketKey, BucketState>,
+    pn_members: HashMap<MapData, [u8; 4], u32>,
+    pn_gateways: HashMap<MapData, GatewayKey, u8>,
+    pn_counters: PerCpuArray<MapData, Counter>,
 }
 
 /// Counts of one `apply`, for logs.
@@ -111,6 +115,9 @@ impl Tables {
             limit_config: typed(get, maps::LIMIT_CONFIG)?,
             limit_overrides: typed(get, maps::LIMIT_OVERRIDES)?,
             buckets: typed(get, maps::BUCKETS)?,
+            pn_members: typed(get, maps::PN_MEMBERS)?,
+            pn_gateways: typed(get, maps::PN_GATEWAYS)?,
+            pn_counters: typed(get, maps::PN_COUNTERS)?,
         })
     }
 
@@ -214,6 +221,67 @@ impl Tables {
             .unwrap_or(defaults.default)
     }
 
+    /// Brings the private-network maps to `plan`: new and changed members and gateways first,
+    /// then stale ones leave.
+    pub fn apply_private(
+        &mut self,
+        plan: &crate::private_net::PnPlan,
+    ) -> Result<ApplyReport, TableError> {
+        let mut report = ApplyReport::default();
+        let name = maps::PN_MEMBERS;
+        let mut current = std::collections::HashMap::new();
+        for entry in self.pn_members.iter() {
+            let (k, v) = entry.map_err(map_err(name))?;
+            current.insert(k, v);
+        }
+        for (addr, network) in &plan.members {
+            if current.get(addr) == Some(network) {
+                report.unchanged += 1;
+            } else {
+                self.pn_members
+                    .insert(addr, network, 0)
+                    .map_err(map_err(name))?;
+                report.added += 1;
+            }
+        }
+        let name = maps::PN_GATEWAYS;
+        let mut gateways = HashSet::new();
+        for key in self.pn_gateways.keys() {
+            gateways.insert(key.map_err(map_err(name))?);
+        }
+        for g in &plan.gateways {
+            if !gateways.contains(g) {
+                self.pn_gateways.insert(g, 1, 0).map_err(map_err(name))?;
+                report.added += 1;
+            }
+        }
+        let wanted: HashSet<&GatewayKey> = plan.gateways.iter().collect();
+        for g in gateways.iter().filter(|g| !wanted.contains(g)) {
+            remove_key(&mut self.pn_gateways, g, name, &mut report)?;
+        }
+        let members: HashSet<&[u8; 4]> = plan.members.iter().map(|(a, _)| a).collect();
+        for addr in current.keys().filter(|a| !members.contains(a)) {
+            remove_key(&mut self.pn_members, addr, maps::PN_MEMBERS, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Private-network decisions per reason (indexed like `PnReason`), summed over CPUs.
+    pub fn private_counters(&self) -> Result<Vec<Counter>, TableError> {
+        (0..PN_REASON_COUNT)
+            .map(|i| {
+                let per_cpu = self
+                    .pn_counters
+                    .get(&i, 0)
+                    .map_err(map_err(maps::PN_COUNTERS))?;
+                Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                }))
+            })
+            .collect()
+    }
+
     /// Every bucket the limiter has created (containers seen since their last eviction).
     pub fn buckets(&self) -> Result<Vec<(BucketKey, BucketState)>, TableError> {
         self.buckets
@@ -297,6 +365,22 @@ impl Tables {
                 }))
             })
             .collect()
+    }
+}
+
+fn remove_key<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+    name: &'static str,
+    report: &mut ApplyReport,
+) -> Result<(), TableError> {
+    match map.remove(key) {
+        Ok(()) => {
+            report.removed += 1;
+            Ok(())
+        }
+        Err(e) if is_missing(&e) => Ok(()),
+        Err(e) => Err(map_err(name)(e)),
     }
 }
 
