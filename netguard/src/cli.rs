@@ -261,6 +261,13 @@ mod tests {
     use crate::config::Config;
 
     #[test]
+    fn production_sample_config_is_valid() {
+        let text = include_str!("../../dist/netguard.toml");
+        let c = Config::from_toml_str(text, "dist/netguard.toml").expect("sample config parses");
+        assert_eq!(c.ratelimit.interfaces, vec!["docker0".to_string()]);
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let c =
             Config::from_toml_str(EXAMPLE_CONFIG, "example.toml").expect("example config parses");
