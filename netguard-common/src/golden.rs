@@ -85,8 +85,8 @@ pub const ICMP_DROP: Mode = Mode {
 
 pub fn fixture_config(mode: Mode) -> FilterConfig {
     let mut c = FilterConfig::EMPTY;
-    c.add_ingress_v4(EDGE, 32);
-    c.add_ingress_v6(EDGE6, 128);
+    c.ingress.add_v4(EDGE, 32);
+    c.ingress.add_v6(EDGE6, 128);
     c.allow_tcp_port(80);
     c.allow_tcp_port(443);
     c.flags = FLAG_HAS_DENY_V4 | FLAG_HAS_DENY_V6 | FLAG_HAS_TRUSTED_V4;

@@ -14,6 +14,7 @@ pub mod limiter;
 pub mod maps;
 pub mod packet;
 pub mod policy;
+pub mod prefixes;
 pub mod private_net;
 pub mod reason;
 pub mod verdict;

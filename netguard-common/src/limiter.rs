@@ -5,7 +5,7 @@
 //! or to an address inside the configured container CIDRs creates its buckets in an LRU map, so
 //! address churn can never exhaust it.
 
-use crate::{bucket::BucketParams, packet::Addr};
+use crate::{bucket::BucketParams, packet::Addr, prefixes::Prefixes};
 
 /// Packets from the container (tc ingress on its host-side interface).
 pub const DIR_UPLOAD: u8 = 0;
@@ -20,12 +20,8 @@ pub const MAX_CONTAINER_CIDRS_V6: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimiterConfig {
     pub default: BucketParams,
-    pub cidrs_v4_len: u32,
-    pub cidrs_v6_len: u32,
-    /// `(network, mask)` as `from_ne_bytes` of network-order bytes, like the XDP ingress table.
-    pub cidrs_v4: [[u32; 2]; MAX_CONTAINER_CIDRS_V4],
-    /// `[network_hi, network_lo, mask_hi, mask_lo]`.
-    pub cidrs_v6: [[u64; 4]; MAX_CONTAINER_CIDRS_V6],
+    /// Container addresses; anything outside is never limited.
+    pub containers: Prefixes<MAX_CONTAINER_CIDRS_V4, MAX_CONTAINER_CIDRS_V6>,
 }
 
 const _: () = assert!(core::mem::size_of::<LimiterConfig>() == 24 + 8 + 128 + 128);
@@ -37,82 +33,14 @@ impl LimiterConfig {
             burst: 0,
             tau_ns: 0,
         },
-        cidrs_v4_len: 0,
-        cidrs_v6_len: 0,
-        cidrs_v4: [[0; 2]; MAX_CONTAINER_CIDRS_V4],
-        cidrs_v6: [[0; 4]; MAX_CONTAINER_CIDRS_V6],
+        containers: Prefixes::EMPTY,
     };
 
-    pub fn add_cidr_v4(&mut self, addr: [u8; 4], prefix_len: u8) -> bool {
-        let i = self.cidrs_v4_len as usize;
-        if i >= MAX_CONTAINER_CIDRS_V4 || prefix_len > 32 {
-            return false;
-        }
-        let mask = if prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix_len)
-        };
-        let mask = u32::from_ne_bytes(mask.to_be_bytes());
-        self.cidrs_v4[i] = [u32::from_ne_bytes(addr) & mask, mask];
-        self.cidrs_v4_len += 1;
-        true
-    }
-
-    pub fn add_cidr_v6(&mut self, addr: [u8; 16], prefix_len: u8) -> bool {
-        let i = self.cidrs_v6_len as usize;
-        if i >= MAX_CONTAINER_CIDRS_V6 || prefix_len > 128 {
-            return false;
-        }
-        let mask = if prefix_len == 0 {
-            0
-        } else {
-            u128::MAX << (128 - prefix_len)
-        }
-        .to_be_bytes();
-        let (mh, ml) = split(&mask);
-        let (h, l) = split(&addr);
-        self.cidrs_v6[i] = [h & mh, l & ml, mh, ml];
-        self.cidrs_v6_len += 1;
-        true
-    }
-
-    /// Whether `addr` is a container address (inside one of the container CIDRs).
+    /// Whether `addr` is a container address (inside one of the container ranges).
     #[inline(always)]
     pub fn is_container(&self, addr: &Addr) -> bool {
-        if addr.is_v6() {
-            let (h, l) = split(addr.v6_octets());
-            let mut i = 0;
-            while i < MAX_CONTAINER_CIDRS_V6 && i < self.cidrs_v6_len as usize {
-                let [nh, nl, mh, ml] = self.cidrs_v6[i];
-                if h & mh == nh && l & ml == nl {
-                    return true;
-                }
-                i += 1;
-            }
-            false
-        } else {
-            let a = u32::from_ne_bytes(addr.v4_octets());
-            let mut i = 0;
-            while i < MAX_CONTAINER_CIDRS_V4 && i < self.cidrs_v4_len as usize {
-                let [net, mask] = self.cidrs_v4[i];
-                if a & mask == net {
-                    return true;
-                }
-                i += 1;
-            }
-            false
-        }
+        self.containers.contains(addr)
     }
-}
-
-#[inline(always)]
-fn split(a: &[u8; 16]) -> (u64, u64) {
-    let mut h = [0u8; 8];
-    let mut l = [0u8; 8];
-    h.copy_from_slice(&a[..8]);
-    l.copy_from_slice(&a[8..]);
-    (u64::from_ne_bytes(h), u64::from_ne_bytes(l))
 }
 
 /// Key of one bucket.
@@ -166,13 +94,13 @@ mod tests {
             !c.is_container(&Addr::v4([172, 17, 0, 2])),
             "no ranges, no containers"
         );
-        assert!(c.add_cidr_v4([172, 17, 0, 0], 16));
+        assert!(c.containers.add_v4([172, 17, 0, 0], 16));
         assert!(c.is_container(&Addr::v4([172, 17, 0, 2])));
         assert!(c.is_container(&Addr::v4([172, 17, 255, 255])));
         assert!(!c.is_container(&Addr::v4([172, 18, 0, 1])));
         let mut v6 = [0u8; 16];
         v6[0] = 0xfd;
-        assert!(c.add_cidr_v6(v6, 8));
+        assert!(c.containers.add_v6(v6, 8));
         v6[15] = 7;
         assert!(c.is_container(&Addr::v6(v6)));
         assert!(!c.is_container(&Addr::v6([0x20; 16])));

@@ -39,8 +39,12 @@ pub fn limiter_plan(r: &RatelimitConfig) -> LimiterPlan {
     for net in &r.container_cidrs {
         // validate() bounds the ranges, so `add_*` cannot refuse here.
         match net {
-            IpNet::V4(n) => config.add_cidr_v4(n.network().octets(), n.prefix_len()),
-            IpNet::V6(n) => config.add_cidr_v6(n.network().octets(), n.prefix_len()),
+            IpNet::V4(n) => config
+                .containers
+                .add_v4(n.network().octets(), n.prefix_len()),
+            IpNet::V6(n) => config
+                .containers
+                .add_v6(n.network().octets(), n.prefix_len()),
         };
     }
     let overrides = r
@@ -91,8 +95,8 @@ fn filter_config(
     for net in &x.ingress_addresses {
         // validate() bounds the table, so `add_*` cannot refuse here.
         match net {
-            IpNet::V4(n) => f.add_ingress_v4(n.network().octets(), n.prefix_len()),
-            IpNet::V6(n) => f.add_ingress_v6(n.network().octets(), n.prefix_len()),
+            IpNet::V4(n) => f.ingress.add_v4(n.network().octets(), n.prefix_len()),
+            IpNet::V6(n) => f.ingress.add_v6(n.network().octets(), n.prefix_len()),
         };
     }
     let flag = |on: bool, bit: u32| if on { bit } else { 0 };

@@ -255,7 +255,7 @@ fn bpftool_lists_pinned_maps_by_name_with_named_fields() {
         &maps_dir.join("NG_CONFIG").to_string_lossy(),
     ]);
     assert!(
-        config.contains("\"flags\"") && config.contains("\"ingress_v4_len\": 1"),
+        config.contains("\"flags\"") && config.contains("\"v4_len\": 1"),
         "{config}"
     );
 }

@@ -403,10 +403,10 @@ mod limiter {
             }
             let mut cfg = LimiterConfig::EMPTY;
             cfg.default = BucketParams::new(1_000_000, 10_000);
-            cfg.add_cidr_v4([172, 17, 0, 0], 16);
+            cfg.containers.add_v4([172, 17, 0, 0], 16);
             let mut v6 = [0u8; 16];
             v6[..4].copy_from_slice(&[0xfd, 0, 0, 0x17]);
-            cfg.add_cidr_v6(v6, 64);
+            cfg.containers.add_v6(v6, 64);
             let mut a: Array<&mut MapData, LimiterConfig> = ebpf
                 .map_mut(maps::LIMIT_CONFIG)
                 .expect("limiter config")
