@@ -12,8 +12,10 @@
 //! two sandboxes (in one process or in two) never collide, and [`reap_stale`] can tell leftovers
 //! of a dead process from live ones.
 
+pub mod bulk;
 pub mod cmd;
 pub mod daemon;
+pub mod limiter_sandbox;
 pub mod listeners;
 pub mod netns;
 pub mod probe;
