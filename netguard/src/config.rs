@@ -9,11 +9,50 @@
 //! [xdp]
 //! interface = "eth0"
 //! ```
+//!
+//! # The L7 proxy: `[proxy]` and `[[app]]`
+//!
+//! The proxy runs inside `netguard run` when the config has a `[proxy]` table (an `[[app]]`
+//! without one is an error). Every key of `[proxy]` has a default; timeouts are seconds, an
+//! integer or a fraction (`0.5`), kept to the millisecond; sizes take the units of
+//! [`crate::units`] (`"75MiB"`).
+//!
+//! ```toml
+//! [proxy]
+//! http_listen = "0.0.0.0:80"           # plain HTTP/1.1
+//! https_listen = "0.0.0.0:443"         # TLS; bound only when an app has tls = "terminate"
+//! max_body_bytes = 78643200            # 75 MiB (nginx's 75m); a bigger body is answered 413
+//! max_header_section_bytes = 32768     # all field lines with their CRLFs; more is 431
+//! max_header_line_bytes = 8192         # one field line without CRLF (431), or the request line (414)
+//! header_read_timeout_secs = 10        # whole head, from its first byte (from accept for the first request): 408
+//! body_read_timeout_secs = 10          # slack for the request body: it must arrive at
+//! body_min_bytes_per_sec = 1024        #   body_min_bytes_per_sec after this many seconds, else 408
+//! client_write_timeout_secs = 30       # one write to the client; then the connection is dropped
+//! keepalive_timeout_secs = 60          # idle time between requests on one connection
+//! backend_connect_timeout_secs = 5     # TCP connect to a backend; on expiry: ejected, next backend
+//! backend_response_timeout_secs = 60   # request sent → response head, and between response body reads: 504
+//! backend_eject_secs = 10              # how long a backend that refused or timed out a connect is skipped
+//! max_connections = 10000              # client connections open at once; more get 503 and are closed
+//! max_connections_per_client = 256     # the same per client IP address
+//! trusted_proxies = []                 # clients whose X-Forwarded-* are kept and appended to
+//! router_log = "stderr"                # one logfmt line per request: "stderr", "off" or a file path
+//!
+//! [[app]]
+//! name = "shop"                                          # [A-Za-z0-9._-], unique
+//! domains = ["shop.example.com", "*.shop.example.com"]   # exact beats wildcard; case-insensitive; trailing dot ignored
+//! backends = ["172.17.0.2:5000", "172.17.0.3:5000"]      # round-robin; empty: every request gets 503
+//! tls = "terminate"                                      # optional; "passthrough" is not supported yet
+//! cert = "/etc/netguard/certs/shop.pem"                  # PEM chain (tls = "terminate"); relative to the config file
+//! key = "/etc/netguard/certs/shop.key"                   # PEM private key
+//! force_https = false                                    # true: plain HTTP gets 301 to https (needs tls)
+//! ```
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use netguard_common::{
@@ -40,6 +79,12 @@ pub struct Config {
     pub xdp: XdpConfig,
     pub denylist: DenylistConfig,
     pub ratelimit: RatelimitConfig,
+    /// The L7 proxy; `None` (no `[proxy]` table): not started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyConfig>,
+    /// `[[app]]`: what the proxy serves.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub app: Vec<AppConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +194,127 @@ pub struct ContainerLimit {
     pub rate: Option<BytesPerSec>,
     #[serde(default)]
     pub burst: Option<Bytes>,
+}
+
+/// `[proxy]`: listeners, limits and timeouts of the L7 proxy (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub http_listen: SocketAddr,
+    pub https_listen: SocketAddr,
+    pub max_body_bytes: Bytes,
+    pub max_header_section_bytes: Bytes,
+    pub max_header_line_bytes: Bytes,
+    pub header_read_timeout_secs: Seconds,
+    pub body_read_timeout_secs: Seconds,
+    pub body_min_bytes_per_sec: BytesPerSec,
+    pub client_write_timeout_secs: Seconds,
+    pub keepalive_timeout_secs: Seconds,
+    pub backend_connect_timeout_secs: Seconds,
+    pub backend_response_timeout_secs: Seconds,
+    pub backend_eject_secs: Seconds,
+    pub max_connections: u32,
+    pub max_connections_per_client: u32,
+    #[serde(deserialize_with = "deserialize_trusted_proxies")]
+    pub trusted_proxies: Vec<IpNet>,
+    pub router_log: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        let secs = |s| Seconds(Duration::from_secs(s));
+        Self {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+            https_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            max_body_bytes: Bytes(75 * 1024 * 1024),
+            max_header_section_bytes: Bytes(32 * 1024),
+            max_header_line_bytes: Bytes(8 * 1024),
+            header_read_timeout_secs: secs(10),
+            body_read_timeout_secs: secs(10),
+            body_min_bytes_per_sec: BytesPerSec(1024),
+            client_write_timeout_secs: secs(30),
+            keepalive_timeout_secs: secs(60),
+            backend_connect_timeout_secs: secs(5),
+            backend_response_timeout_secs: secs(60),
+            backend_eject_secs: secs(10),
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            trusted_proxies: Vec::new(),
+            router_log: "stderr".into(),
+        }
+    }
+}
+
+/// `[[app]]`: one application the proxy routes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: String,
+    /// Exact names and `*.suffix` wildcards.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// The app's containers, `ip:port`.
+    #[serde(default)]
+    pub backends: Vec<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub force_https: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// The proxy holds the certificate and speaks HTTP to the backends.
+    Terminate,
+    /// The TLS stream goes to the backends as is, routed by SNI (not supported yet).
+    Passthrough,
+}
+
+/// A duration written in seconds, integer or fractional, kept to the millisecond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Seconds(pub Duration);
+
+impl Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ms = self.0.as_millis();
+        if ms.is_multiple_of(1000) {
+            s.serialize_u64(self.0.as_secs())
+        } else {
+            s.serialize_f64(ms as f64 / 1000.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Seconds, E> {
+                u64::try_from(v)
+                    .map(|s| Seconds(Duration::from_secs(s)))
+                    .map_err(|_| E::custom(format_args!("{v} seconds: must not be negative")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds(Duration::from_secs(v)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Seconds, E> {
+                if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+                    return Err(E::custom(format_args!("{v} seconds: out of range")));
+                }
+                Ok(Seconds(Duration::from_millis((v * 1000.0).round() as u64)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -272,6 +438,13 @@ impl Config {
                     *file = dir.join(&*file);
                 }
             }
+            for app in &mut config.app {
+                for file in [&mut app.cert, &mut app.key].into_iter().flatten() {
+                    if file.is_relative() {
+                        *file = dir.join(&*file);
+                    }
+                }
+            }
         }
         Ok(config)
     }
@@ -283,6 +456,7 @@ impl Config {
         self.validate_xdp(&mut problems);
         self.validate_denylist(&mut problems);
         self.validate_ratelimit(&mut problems);
+        self.validate_proxy(&mut problems);
         if problems.0.is_empty() {
             Ok(())
         } else {
@@ -469,6 +643,187 @@ impl Config {
     }
 }
 
+/// Longest timeout the proxy accepts: a day.
+const MAX_PROXY_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+impl Config {
+    fn validate_proxy(&self, problems: &mut Problems) {
+        let Some(p) = &self.proxy else {
+            if !self.app.is_empty() {
+                problems.add(
+                    "app",
+                    "[[app]] entries are served by the proxy: add a [proxy] section",
+                );
+            }
+            return;
+        };
+        if p.http_listen == p.https_listen {
+            problems.add(
+                "proxy.https_listen",
+                format!("{} is also proxy.http_listen", p.https_listen),
+            );
+        }
+        let line = p.max_header_line_bytes.0;
+        if !(256..=65_536).contains(&line) {
+            problems.add(
+                "proxy.max_header_line_bytes",
+                format!("must be 256 to 65536 bytes, not {line}"),
+            );
+        }
+        let section = p.max_header_section_bytes.0;
+        if !(line..=1 << 20).contains(&section) {
+            problems.add(
+                "proxy.max_header_section_bytes",
+                format!(
+                    "must be at least proxy.max_header_line_bytes ({line}) and at most 1048576, not {section}"
+                ),
+            );
+        }
+        for (key, secs) in [
+            ("header_read_timeout_secs", p.header_read_timeout_secs),
+            ("body_read_timeout_secs", p.body_read_timeout_secs),
+            ("client_write_timeout_secs", p.client_write_timeout_secs),
+            ("keepalive_timeout_secs", p.keepalive_timeout_secs),
+            (
+                "backend_connect_timeout_secs",
+                p.backend_connect_timeout_secs,
+            ),
+            (
+                "backend_response_timeout_secs",
+                p.backend_response_timeout_secs,
+            ),
+            ("backend_eject_secs", p.backend_eject_secs),
+        ] {
+            if secs.0.is_zero() || secs.0 > MAX_PROXY_TIMEOUT {
+                problems.add(
+                    format!("proxy.{key}"),
+                    format!(
+                        "must be more than 0 and at most 86400 seconds, not {:?}",
+                        secs.0
+                    ),
+                );
+            }
+        }
+        if p.max_connections == 0 {
+            problems.add("proxy.max_connections", "must be at least 1");
+        }
+        if p.max_connections_per_client == 0 || p.max_connections_per_client > p.max_connections {
+            problems.add(
+                "proxy.max_connections_per_client",
+                "must be at least 1 and at most proxy.max_connections",
+            );
+        }
+        for (i, net) in p.trusted_proxies.iter().enumerate() {
+            if let Some(message) = crate::denylist::host_bits_problem(*net) {
+                problems.add(
+                    format!("proxy.trusted_proxies[{i}]"),
+                    format!("{net}: {message}"),
+                );
+            }
+        }
+        if p.router_log.is_empty() {
+            problems.add(
+                "proxy.router_log",
+                "must be \"stderr\", \"off\" or a file path",
+            );
+        }
+        self.validate_apps(problems);
+    }
+
+    fn validate_apps(&self, problems: &mut Problems) {
+        let mut names = HashMap::new();
+        let mut domains: HashMap<String, String> = HashMap::new();
+        for (i, app) in self.app.iter().enumerate() {
+            let key = format!("app[{i}]");
+            let name_ok = !app.name.is_empty()
+                && app.name.len() <= 64
+                && app
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !name_ok {
+                problems.add(
+                    format!("{key}.name"),
+                    format!("{:?}: 1 to 64 of A-Z a-z 0-9 . _ -", app.name),
+                );
+            } else if let Some(first) = names.insert(app.name.as_str(), i) {
+                problems.add(
+                    format!("{key}.name"),
+                    format!("{:?} duplicates app[{first}].name", app.name),
+                );
+            }
+            if app.domains.is_empty() {
+                problems.add(format!("{key}.domains"), "must list at least one domain");
+            }
+            for (j, domain) in app.domains.iter().enumerate() {
+                let dkey = format!("{key}.domains[{j}]");
+                match crate::proxy::route::Pattern::parse(domain) {
+                    Err(e) => problems.add(dkey, e.to_string()),
+                    Ok(pattern) => {
+                        let canonical = match pattern {
+                            crate::proxy::route::Pattern::Exact(n) => n,
+                            crate::proxy::route::Pattern::Wildcard(s) => format!("*.{s}"),
+                        };
+                        match domains.entry(canonical) {
+                            Entry::Occupied(first) => problems.add(
+                                dkey,
+                                format!("{domain:?} is already routed by {}", first.get()),
+                            ),
+                            Entry::Vacant(slot) => {
+                                slot.insert(format!("{key}.domains[{j}]"));
+                            }
+                        }
+                    }
+                }
+            }
+            let mut seen = HashMap::new();
+            for (j, backend) in app.backends.iter().enumerate() {
+                let bkey = format!("{key}.backends[{j}]");
+                if backend.port() == 0 || backend.ip().is_unspecified() {
+                    problems.add(bkey, format!("{backend} is not a destination address"));
+                } else if let Some(first) = seen.insert(*backend, j) {
+                    problems.add(
+                        bkey,
+                        format!("{backend} duplicates {key}.backends[{first}]"),
+                    );
+                }
+            }
+            match app.tls {
+                Some(TlsMode::Terminate) => {
+                    for (field, path) in [("cert", &app.cert), ("key", &app.key)] {
+                        if path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                            problems.add(
+                                format!("{key}.{field}"),
+                                "tls = \"terminate\" needs a PEM file",
+                            );
+                        }
+                    }
+                }
+                Some(TlsMode::Passthrough) => problems.add(
+                    format!("{key}.tls"),
+                    "\"passthrough\" is not supported yet; use \"terminate\"",
+                ),
+                None => {
+                    for (field, path) in [("cert", &app.cert), ("key", &app.key)] {
+                        if path.is_some() {
+                            problems.add(
+                                format!("{key}.{field}"),
+                                "only used with tls = \"terminate\"",
+                            );
+                        }
+                    }
+                    if app.force_https {
+                        problems.add(
+                            format!("{key}.force_https"),
+                            "redirecting to https needs tls = \"terminate\"",
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Problems(Vec<Problem>);
 
@@ -512,6 +867,10 @@ fn deserialize_trusted<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D:
 
 fn deserialize_container_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     d.deserialize_seq(NetsVisitor("ratelimit.container_cidrs"))
+}
+
+fn deserialize_trusted_proxies<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    d.deserialize_seq(NetsVisitor("proxy.trusted_proxies"))
 }
 
 /// Addresses as the operator writes them: a CIDR, or a bare address meaning /32 or /128.
@@ -756,6 +1115,8 @@ burst = 3200000000
                     },
                 ],
             },
+            proxy: None,
+            app: Vec::new(),
         };
         assert_eq!(config, want);
 
@@ -1125,5 +1486,180 @@ burst = "1MB"
         .unwrap_err()
         .to_string();
         assert!(err.contains("t.toml:4") && err.contains("fast"), "{err}");
+    }
+    const PROXY: &str = r#"
+[xdp]
+interface = "eth0"
+
+[proxy]
+http_listen = "127.0.0.1:8080"
+https_listen = "[::]:8443"
+max_body_bytes = "75MiB"
+max_header_section_bytes = 32768
+max_header_line_bytes = "8KiB"
+header_read_timeout_secs = 2.5
+backend_response_timeout_secs = 30
+trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]
+router_log = "off"
+
+[[app]]
+name = "shop"
+domains = ["shop.example.com", "*.shop.example.com"]
+backends = ["172.17.0.2:5000", "172.17.0.3:5000"]
+tls = "terminate"
+cert = "certs/shop.pem"
+key = "/etc/netguard/certs/shop.key"
+force_https = true
+
+[[app]]
+name = "blog"
+domains = ["blog.example.com"]
+backends = []
+"#;
+
+    #[test]
+    fn proxy_and_apps_parse_with_defaults_for_the_rest() {
+        let config = Config::from_toml_str(PROXY, "proxy.toml").unwrap();
+        let p = config.proxy.as_ref().expect("[proxy] present");
+        assert_eq!(p.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(p.https_listen, "[::]:8443".parse().unwrap());
+        assert_eq!(p.max_body_bytes, Bytes(78_643_200));
+        assert_eq!(p.max_header_line_bytes, Bytes(8192));
+        assert_eq!(
+            p.header_read_timeout_secs,
+            Seconds(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            p.backend_response_timeout_secs,
+            Seconds(Duration::from_secs(30))
+        );
+        assert_eq!(
+            p.keepalive_timeout_secs,
+            ProxyConfig::default().keepalive_timeout_secs
+        );
+        assert_eq!(p.trusted_proxies, [net("10.0.0.0/8"), net("192.0.2.7/32")]);
+        assert_eq!(config.app.len(), 2);
+        assert_eq!(config.app[0].tls, Some(TlsMode::Terminate));
+        assert_eq!(config.app[1].backends, []);
+        assert!(!config.app[1].force_https);
+
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(Config::from_toml_str(&text, "round-trip").unwrap(), config);
+
+        // No [proxy]: the proxy is off and nothing about it is serialized.
+        assert_eq!(minimal().proxy, None);
+        assert!(!toml::to_string(&minimal()).unwrap().contains("proxy"));
+        let defaults =
+            Config::from_toml_str("[xdp]\ninterface = \"eth0\"\n[proxy]\n", "t").unwrap();
+        assert_eq!(defaults.proxy, Some(ProxyConfig::default()));
+        assert_eq!(
+            ProxyConfig::default().max_body_bytes,
+            Bytes(75 * 1024 * 1024)
+        );
+    }
+
+    #[test]
+    fn app_certificate_paths_are_relative_to_the_config_file() {
+        let dir = TempDir::new("proxy-load");
+        let path = dir.0.join("netguard.toml");
+        std::fs::write(&path, PROXY).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.app[0].cert, Some(dir.0.join("certs/shop.pem")));
+        assert_eq!(
+            config.app[0].key,
+            Some(PathBuf::from("/etc/netguard/certs/shop.key"))
+        );
+    }
+
+    #[test]
+    fn proxy_problems_are_all_listed() {
+        let problems = problems_of(
+            r#"
+[xdp]
+interface = "eth0"
+[proxy]
+http_listen = "0.0.0.0:80"
+https_listen = "0.0.0.0:80"
+max_header_line_bytes = 100
+max_header_section_bytes = "2MiB"
+keepalive_timeout_secs = 0
+backend_eject_secs = 86401
+max_connections = 0
+trusted_proxies = ["10.0.0.1/8"]
+router_log = ""
+[[app]]
+name = "shop"
+domains = ["shop.example.com", "*.shop.example.com"]
+backends = ["172.17.0.2:5000", "172.17.0.2:5000", "0.0.0.0:80", "172.17.0.3:0"]
+tls = "terminate"
+[[app]]
+name = "shop"
+domains = ["SHOP.example.com.", "bad domain", "*.*.x"]
+force_https = true
+[[app]]
+name = "bad name!"
+domains = []
+tls = "passthrough"
+[[app]]
+name = "stray"
+domains = ["stray.example.com"]
+cert = "x.pem"
+"#,
+        );
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "proxy.https_listen",
+            "proxy.max_header_line_bytes",
+            "proxy.max_header_section_bytes",
+            "proxy.keepalive_timeout_secs",
+            "proxy.backend_eject_secs",
+            "proxy.max_connections",
+            "proxy.max_connections_per_client",
+            "proxy.trusted_proxies[0]",
+            "proxy.router_log",
+            "app[0].backends[1]",
+            "app[0].backends[2]",
+            "app[0].backends[3]",
+            "app[0].cert",
+            "app[0].key",
+            "app[1].name",
+            "app[1].domains[0]",
+            "app[1].domains[1]",
+            "app[1].domains[2]",
+            "app[1].force_https",
+            "app[2].name",
+            "app[2].domains",
+            "app[2].tls",
+            "app[3].cert",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+        }
+        let dup = problems
+            .iter()
+            .find(|p| p.key == "app[1].domains[0]")
+            .unwrap();
+        assert!(dup.message.contains("app[0].domains[0]"), "{dup}");
+
+        let problems = problems_of(
+            "[xdp]\ninterface = \"eth0\"\n[[app]]\nname = \"a\"\ndomains = [\"a.com\"]\n",
+        );
+        assert_eq!(problems[0].key, "app");
+    }
+
+    #[test]
+    fn seconds_accept_integers_and_fractions() {
+        let parse = |v: &str| {
+            Config::from_toml_str(
+                &format!("[xdp]\ninterface = \"eth0\"\n[proxy]\nkeepalive_timeout_secs = {v}\n"),
+                "t",
+            )
+            .map(|c| c.proxy.unwrap().keepalive_timeout_secs.0)
+        };
+        assert_eq!(parse("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse("1.0004").unwrap(), Duration::from_millis(1000));
+        assert!(parse("-1").is_err());
+        assert!(parse("\"5s\"").is_err());
+        assert!(parse("nan").is_err());
     }
 }

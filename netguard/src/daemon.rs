@@ -19,6 +19,7 @@ use crate::{
     loader::{self, LoadError},
     paths::PinPaths,
     policy::{self, MapPlan},
+    proxy::{Proxy, ProxyError},
     tables::{FillProgress, TableError, Tables},
 };
 
@@ -35,6 +36,8 @@ pub enum DaemonError {
     Tables(#[from] TableError),
     #[error("setting up signal handling: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 impl From<LoadError> for DaemonError {
@@ -128,6 +131,11 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         "config valid"
     );
     raise_memlock();
+    // The proxy binds before anything is attached: a taken port fails the start cleanly.
+    let proxy = match &cfg.proxy {
+        Some(p) => Some(Proxy::start(p, &cfg.app)?),
+        None => None,
+    };
     let paths = PinPaths::new(&cfg.daemon.pin_path);
     // A first start that fails half-way removes what it pinned; a restart that fails leaves the
     // running filter (and its pins) alone.
@@ -172,6 +180,7 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         paths: paths.clone(),
         prepared,
         tables,
+        proxy,
     };
     runtime.block_on(serve(&mut state, &mut ebpf))?;
     // `ebpf` drops here: our fds close, the pinned links keep the programs attached.
@@ -189,6 +198,8 @@ struct Running {
     paths: PinPaths,
     prepared: Prepared,
     tables: Tables,
+    /// The L7 proxy, when the config has `[proxy]`.
+    proxy: Option<Proxy>,
 }
 
 async fn serve(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<(), DaemonError> {
@@ -232,11 +243,25 @@ fn reload(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<Prepared, DaemonE
         .filter(|i| !old.ratelimit.interfaces.contains(i))
         .cloned()
         .collect();
+    // The proxy's new routes are built first (nothing changes if they cannot be) and
+    // installed once the maps are applied.
+    let proxy_next = match (&state.proxy, &new.proxy) {
+        (Some(proxy), Some(config)) => Some(proxy.prepare(config, &new.app)?),
+        (None, None) => None,
+        _ => {
+            warn!("adding or removing [proxy] takes effect on restart");
+            None
+        }
+    };
     if let Err(e) = loader::attach_limiter(ebpf, &state.paths, &added) {
         let _ = loader::detach_limiter_except(&state.paths, &old.ratelimit.interfaces);
         return Err(e.into());
     }
     apply(&mut state.tables, &next)?;
+    if let (Some(proxy), Some(routes)) = (state.proxy.as_mut(), proxy_next) {
+        proxy.install(routes);
+        info!(apps = next.config.app.len(), "proxy routes reloaded");
+    }
     for gone in loader::detach_limiter_except(&state.paths, &new.ratelimit.interfaces)? {
         info!(interface = %gone, "limiter detached: interface no longer configured");
     }

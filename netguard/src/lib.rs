@@ -12,6 +12,7 @@ pub mod loader;
 pub mod paths;
 pub mod policy;
 pub mod private_net;
+pub mod proxy;
 pub mod stats;
 pub mod tables;
 pub mod units;

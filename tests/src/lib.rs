@@ -15,10 +15,12 @@
 pub mod bulk;
 pub mod cmd;
 pub mod daemon;
+pub mod http;
 pub mod limiter_sandbox;
 pub mod listeners;
 pub mod netns;
 pub mod probe;
+pub mod recording;
 pub mod sandbox;
 pub mod veth;
 

@@ -30,6 +30,8 @@ const TEST_PACKAGES: &[&str] = &[
     "iperf3",
     "nftables",
     "xdp-tools",
+    "openssl",
+    "dnsutils",
 ];
 
 /// bpf-linker 0.13 defaults to LLVM 23; LLVM 22 matches the nightly's LLVM and is what Debian

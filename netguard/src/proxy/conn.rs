@@ -1,0 +1,852 @@
+//! One client connection: read a head, answer it (ourselves or through a backend), repeat while
+//! the connection is kept alive.
+//!
+//! Requests on a connection are handled strictly one after another: the bytes of a pipelined
+//! request wait in the input buffer until the response to the one before is complete, and then
+//! pass every check again. A request's body is read only while it is forwarded; after any early
+//! answer (400, 404, 408, 413, 414, 417, 421, 431, 503) with a body still unread, or whenever
+//! framing cannot be trusted, the connection is closed (after a short lingering drain, so the
+//! client reads the answer instead of a reset) — a request hidden in an unread body is never
+//! parsed.
+//!
+//! # Memory per connection
+//!
+//! Bounded and independent of body sizes; bodies pass through fixed buffers in pieces and
+//! chunked framing is decoded in place, never buffered whole. With the default limits:
+//!
+//! - the input buffer holds one head at most: [`head_capacity`] =
+//!   `max_header_line_bytes + max_header_section_bytes + 4` = 40,964 bytes (at least
+//!   [`MIN_BUFFER`]); request bodies are read through it;
+//! - while a request body is forwarded: one output buffer of [`MIN_BUFFER`] (16 KiB) plus
+//!   chunk framing;
+//! - the backend response head: at most [`MAX_RESPONSE_HEAD`](super::response::MAX_RESPONSE_HEAD)
+//!   (64 KiB) plus one 16 KiB read;
+//! - while a response body is relayed: a 16 KiB read buffer and a 16 KiB (+ framing) output
+//!   buffer.
+//!
+//! That is under 170 KiB per connection, plus the kernel's socket buffers and, for TLS,
+//! rustls's record buffers (its default limit of 64 KiB of pending plaintext).
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout_at,
+};
+
+use super::{
+    chunked::{self, ChunkError, ChunkedDecoder, Step},
+    forward::{self, ClientInfo},
+    framing::{BodyFraming, Reject, RequestHead, Scan, head_capacity, parse_request, scan_head},
+    log::Record,
+    pages,
+    request_id::new_request_id,
+    response::{self, BadResponse, ClientFraming, ResponseBody, ResponseHead, client_framing},
+    state::{Settings, Shared, Snapshot},
+    upstream::{self, ConnectError},
+};
+
+/// Smallest input buffer; also the size of one body read.
+pub const MIN_BUFFER: usize = 16 * 1024;
+
+/// How long a closing connection keeps draining what the client still sends, so that the
+/// client reads our answer rather than a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The input buffer: unread client bytes live in `data[start..end]`.
+struct InBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    fn new(capacity: usize) -> Self {
+        InBuf {
+            data: vec![0; capacity],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn is_full(&self) -> bool {
+        self.end - self.start == self.data.len()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n.min(self.end - self.start);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    fn ensure_capacity(&mut self, capacity: usize) {
+        if self.data.len() < capacity {
+            self.data.resize(capacity, 0);
+        }
+    }
+
+    /// Reads once into the free space (moving unread bytes to the front first).
+    async fn fill<S: AsyncRead + Unpin>(&mut self, io: &mut S) -> io::Result<usize> {
+        if self.end == self.data.len() && self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = io.read(&mut self.data[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// What to do with the connection after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    /// Stop reading; drain briefly and close.
+    Close,
+    /// The connection is unusable (write failed, tunnel ended): drop it.
+    Drop,
+}
+
+/// Per-request accounting for the router log.
+struct Tally {
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    app: Option<String>,
+    backend: Option<SocketAddr>,
+}
+
+enum HeadOutcome {
+    Head {
+        head: Box<RequestHead>,
+        started: Instant,
+        bytes: u64,
+    },
+    Refused {
+        reject: Reject,
+        started: Instant,
+        bytes: u64,
+    },
+    Closed,
+}
+
+/// Why a request body did not reach the backend whole.
+enum BodyFailure {
+    /// The client's fault: answer with this status (400, 408, 413) and close.
+    Client(u16, &'static str),
+    /// The client went away.
+    ClientGone,
+    /// Writing to the backend failed: 502 and close.
+    Backend,
+}
+
+/// Why a response did not reach the client whole.
+enum RelayFailure {
+    /// No usable head from the backend: answer 502/504.
+    Head(u16, &'static str),
+    /// Failed after the head was sent: the connection can only be dropped.
+    Broken,
+}
+
+pub(crate) struct Conn<S> {
+    io: S,
+    buf: InBuf,
+    peer: SocketAddr,
+    local_port: u16,
+    proto: &'static str,
+    /// The SNI name of a TLS connection.
+    sni: Option<String>,
+    shared: Arc<Shared>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    pub(crate) fn new(
+        io: S,
+        peer: SocketAddr,
+        local_port: u16,
+        proto: &'static str,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Conn {
+            io,
+            buf: InBuf::new(MIN_BUFFER),
+            peer,
+            local_port,
+            proto,
+            sni: None,
+            shared,
+        }
+    }
+
+    /// A TLS connection whose client asked for `sni`: its requests must route to that app.
+    pub(crate) fn with_sni(mut self, sni: Option<String>) -> Self {
+        self.proto = "https";
+        self.sni = sni;
+        self
+    }
+
+    /// Serves requests until the connection ends. `accepted` starts the first head's deadline.
+    pub(crate) async fn run(mut self, accepted: Instant) {
+        let mut first = Some(accepted);
+        loop {
+            let snap = self.shared.snapshot();
+            let s = &snap.settings;
+            self.buf
+                .ensure_capacity(head_capacity(&s.limits).max(MIN_BUFFER));
+            let next = match self.read_head(s, first.take()).await {
+                HeadOutcome::Closed => return,
+                HeadOutcome::Refused {
+                    reject,
+                    started,
+                    bytes,
+                } => {
+                    let id = new_request_id();
+                    let mut tally = Tally::new(bytes);
+                    let page = pages::error_response(reject.status, &id, true, false);
+                    tally.status = reject.status;
+                    let _ = self.send(&page, s, &mut tally).await;
+                    tracing::debug!(client = %self.peer, status = reject.status, reason = reject.reason, "request refused");
+                    self.log(&tally, "-", "-", started, &id);
+                    Next::Close
+                }
+                HeadOutcome::Head {
+                    head,
+                    started,
+                    bytes,
+                } => {
+                    // The routes in force when the head arrived, not when the wait began.
+                    let snap = self.shared.snapshot();
+                    self.exchange(&snap, &head, started, bytes).await
+                }
+            };
+            match next {
+                Next::KeepAlive => continue,
+                Next::Close => {
+                    self.linger().await;
+                    return;
+                }
+                Next::Drop => return,
+            }
+        }
+    }
+
+    async fn read_head(&mut self, s: &Settings, accepted: Option<Instant>) -> HeadOutcome {
+        let mut started = accepted;
+        let mut bytes = 0u64;
+        loop {
+            if started.is_none() && !self.buf.is_empty() {
+                started = Some(Instant::now());
+            }
+            match scan_head(self.buf.filled(), &s.limits) {
+                Ok(Scan::Complete { skip, len }) => {
+                    self.buf.consume(skip);
+                    let parsed = parse_request(&self.buf.filled()[..len], &s.limits);
+                    self.buf.consume(len);
+                    let started = started.unwrap_or_else(Instant::now);
+                    bytes += (skip + len) as u64;
+                    return match parsed {
+                        Ok(head) => HeadOutcome::Head {
+                            head: Box::new(head),
+                            started,
+                            bytes,
+                        },
+                        Err(reject) => HeadOutcome::Refused {
+                            reject,
+                            started,
+                            bytes,
+                        },
+                    };
+                }
+                Ok(Scan::Partial { skip }) => {
+                    self.buf.consume(skip);
+                    bytes += skip as u64;
+                }
+                Err(reject) => {
+                    return HeadOutcome::Refused {
+                        reject,
+                        started: started.unwrap_or_else(Instant::now),
+                        bytes: bytes + self.buf.filled().len() as u64,
+                    };
+                }
+            }
+            if self.buf.is_full() {
+                return HeadOutcome::Refused {
+                    reject: Reject {
+                        status: 431,
+                        reason: "head larger than the buffer",
+                    },
+                    started: started.unwrap_or_else(Instant::now),
+                    bytes: bytes + self.buf.filled().len() as u64,
+                };
+            }
+            let deadline = match started {
+                Some(t) => t + s.header_timeout,
+                None => Instant::now() + s.keepalive_timeout,
+            };
+            match timeout_at(deadline.into(), self.buf.fill(&mut self.io)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return HeadOutcome::Closed,
+                Err(_) if self.buf.is_empty() => return HeadOutcome::Closed,
+                Err(_) => {
+                    return HeadOutcome::Refused {
+                        reject: Reject {
+                            status: 408,
+                            reason: "head not received in time",
+                        },
+                        started: started.unwrap_or_else(Instant::now),
+                        bytes: bytes + self.buf.filled().len() as u64,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Answers one request; logs it.
+    async fn exchange(
+        &mut self,
+        snap: &Snapshot,
+        head: &RequestHead,
+        started: Instant,
+        head_bytes: u64,
+    ) -> Next {
+        let id = head.request_id.clone().unwrap_or_else(new_request_id);
+        let mut tally = Tally::new(head_bytes);
+        let next = self.route(snap, head, &id, &mut tally).await;
+        self.log(&tally, &head.method, &head.target, started, &id);
+        next
+    }
+
+    async fn route(
+        &mut self,
+        snap: &Snapshot,
+        head: &RequestHead,
+        id: &str,
+        tally: &mut Tally,
+    ) -> Next {
+        let s = &snap.settings;
+        // An early answer leaves any body unread: then the connection closes.
+        let close_early = !head.keep_alive || !head.body.is_empty();
+        let Some((index, app)) = snap
+            .routes
+            .lookup(&head.host)
+            .and_then(|&i| Some((i, snap.apps.get(i)?)))
+        else {
+            return self.answer(404, id, close_early, head, s, tally).await;
+        };
+        tally.app = Some(app.name.clone());
+        if self.proto == "https" {
+            let sni_app = self
+                .sni
+                .as_deref()
+                .and_then(|name| snap.sites.lookup(name))
+                .map(|site| site.app);
+            if sni_app != Some(index) {
+                return self.answer(421, id, close_early, head, s, tally).await;
+            }
+        }
+        if self.proto == "http" && app.force_https {
+            let host = head
+                .authority
+                .rsplit_once(':')
+                .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(head.authority.as_str(), |(h, _)| h);
+            let port = if s.https_port == 443 {
+                String::new()
+            } else {
+                format!(":{}", s.https_port)
+            };
+            let path = if head.target == "*" {
+                "/"
+            } else {
+                &head.target
+            };
+            let page = pages::redirect(&format!("https://{host}{port}{path}"), id, close_early);
+            tally.status = 301;
+            return match self.send(&page, s, tally).await {
+                Ok(()) if close_early => Next::Close,
+                Ok(()) => Next::KeepAlive,
+                Err(_) => Next::Drop,
+            };
+        }
+        let candidates = upstream::candidates(app, &self.shared.health, Instant::now());
+        if candidates.is_empty() {
+            return self.answer(503, id, close_early, head, s, tally).await;
+        }
+        // What of a chunked body has already arrived is checked before any byte goes to a
+        // backend, so a malformed body that arrived with its head never reaches one.
+        if head.body == BodyFraming::Chunked {
+            let mut probe = ChunkedDecoder::new(s.limits.max_body);
+            let mut input = self.buf.filled();
+            loop {
+                match probe.decode(input) {
+                    Err(e) => {
+                        let status = chunk_status(e);
+                        return self.answer(status, id, true, head, s, tally).await;
+                    }
+                    Ok((_, Step::Done | Step::NeedMore)) => break,
+                    Ok((used, Step::Data(_))) => input = &input[used..],
+                }
+            }
+        }
+
+        let client = ClientInfo {
+            addr: self.peer.ip(),
+            proto: self.proto,
+            port: self.local_port,
+            trusted: s.is_trusted(self.peer.ip()),
+        };
+        let backend_head = forward::backend_head(head, &client, id);
+        let (mut backend, addr) = match upstream::connect_and_send(
+            &candidates,
+            &backend_head,
+            s.connect_timeout,
+            s.eject_for,
+            &self.shared.health,
+        )
+        .await
+        {
+            Ok(ok) => ok,
+            Err((e, last)) => {
+                tally.backend = last;
+                let status = match e {
+                    ConnectError::TimedOut => 504,
+                    ConnectError::Failed(_) => 502,
+                };
+                return self.answer(status, id, close_early, head, s, tally).await;
+            }
+        };
+        tally.backend = Some(addr);
+
+        if head.expect_continue && self.send(pages::CONTINUE, s, tally).await.is_err() {
+            return Next::Drop;
+        }
+        match self.pump_body(&mut backend, head.body, s, tally).await {
+            Ok(()) => {}
+            Err(BodyFailure::ClientGone) => {
+                tally.status = 499;
+                return Next::Drop;
+            }
+            Err(BodyFailure::Client(status, reason)) => {
+                tracing::debug!(client = %self.peer, status, reason, "request body refused");
+                drop(backend);
+                return self.answer(status, id, true, head, s, tally).await;
+            }
+            Err(BodyFailure::Backend) => {
+                return self.answer(502, id, true, head, s, tally).await;
+            }
+        }
+
+        match self.relay_response(&mut backend, head, s, tally).await {
+            Ok(next) => next,
+            Err(RelayFailure::Head(status, reason)) => {
+                tracing::warn!(backend = %addr, status, reason, "bad backend response");
+                self.answer(status, id, !head.keep_alive, head, s, tally)
+                    .await
+            }
+            Err(RelayFailure::Broken) => Next::Drop,
+        }
+    }
+
+    /// Copies the request body to the backend, re-encoding chunked bodies.
+    async fn pump_body(
+        &mut self,
+        backend: &mut TcpStream,
+        framing: BodyFraming,
+        s: &Settings,
+        tally: &mut Tally,
+    ) -> Result<(), BodyFailure> {
+        let started = Instant::now();
+        let mut received = 0u64;
+        let mut out = Vec::with_capacity(MIN_BUFFER + 32);
+        match framing {
+            BodyFraming::Empty => return Ok(()),
+            BodyFraming::Length(n) => {
+                let mut left = n;
+                while left > 0 {
+                    if self.buf.is_empty() {
+                        self.read_body(started, received, s).await?;
+                    }
+                    let input = self.buf.filled();
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+                    write_backend(backend, &input[..take], s).await?;
+                    self.buf.consume(take);
+                    left -= take as u64;
+                    received += take as u64;
+                    tally.bytes_in += take as u64;
+                }
+            }
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new(s.limits.max_body);
+                loop {
+                    if self.buf.is_empty() {
+                        if !out.is_empty() {
+                            write_backend(backend, &out, s).await?;
+                            out.clear();
+                        }
+                        self.read_body(started, received, s).await?;
+                    }
+                    let input = self.buf.filled();
+                    let (used, step) = decoder
+                        .decode(input)
+                        .map_err(|e| BodyFailure::Client(chunk_status(e), "chunked body"))?;
+                    match &step {
+                        Step::Data(range) => {
+                            out.extend_from_slice(chunked::chunk_header(range.len()).as_bytes());
+                            out.extend_from_slice(&input[range.clone()]);
+                            out.extend_from_slice(chunked::CHUNK_END);
+                        }
+                        Step::NeedMore => {}
+                        Step::Done => out.extend_from_slice(chunked::LAST_CHUNK),
+                    }
+                    self.buf.consume(used);
+                    received += used as u64;
+                    tally.bytes_in += used as u64;
+                    if step == Step::Done {
+                        write_backend(backend, &out, s).await?;
+                        break;
+                    }
+                    if out.len() >= MIN_BUFFER {
+                        write_backend(backend, &out, s).await?;
+                        out.clear();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One read of body bytes within the body deadline: `body_timeout` of slack plus one
+    /// second per `body_min_rate` bytes received so far (or `body_timeout` per read if the
+    /// rate is 0).
+    async fn read_body(
+        &mut self,
+        started: Instant,
+        received: u64,
+        s: &Settings,
+    ) -> Result<(), BodyFailure> {
+        let deadline = if s.body_min_rate == 0 {
+            Instant::now() + s.body_timeout
+        } else {
+            let earned = Duration::from_secs_f64(received as f64 / s.body_min_rate as f64);
+            started + s.body_timeout + earned
+        };
+        match timeout_at(deadline.into(), self.buf.fill(&mut self.io)).await {
+            Ok(Ok(n)) if n > 0 => Ok(()),
+            Ok(_) => Err(BodyFailure::ClientGone),
+            Err(_) => Err(BodyFailure::Client(408, "request body too slow")),
+        }
+    }
+
+    /// Reads the backend's response head and streams the response to the client.
+    async fn relay_response(
+        &mut self,
+        backend: &mut TcpStream,
+        head: &RequestHead,
+        s: &Settings,
+        tally: &mut Tally,
+    ) -> Result<Next, RelayFailure> {
+        let mut bbuf: Vec<u8> = Vec::with_capacity(MIN_BUFFER);
+        let deadline = Instant::now() + s.response_timeout;
+        let (resp, len) = loop {
+            match response::parse_response(&bbuf, head.is_head()) {
+                Ok(Some((resp, len)))
+                    if (100..200).contains(&resp.status) && resp.status != 101 =>
+                {
+                    // Interim responses (100 Continue, 103 Early Hints) are not passed on.
+                    bbuf.drain(..len);
+                    continue;
+                }
+                Ok(Some(found)) => break found,
+                Ok(None) => {}
+                Err(BadResponse::TooLarge) => {
+                    return Err(RelayFailure::Head(502, "response head too large"));
+                }
+                Err(_) => return Err(RelayFailure::Head(502, "malformed response head")),
+            }
+            // parse_response refuses heads past MAX_RESPONSE_HEAD, so this stays bounded.
+            bbuf.reserve(MIN_BUFFER);
+            match timeout_at(deadline.into(), backend.read_buf(&mut bbuf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return Err(RelayFailure::Head(502, "backend closed without a response"));
+                }
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(RelayFailure::Head(504, "backend response timed out")),
+            }
+        };
+        bbuf.drain(..len);
+        tally.status = resp.status;
+
+        if resp.status == 101 {
+            if head.upgrade.is_none() {
+                return Err(RelayFailure::Head(502, "101 without an upgrade request"));
+            }
+            return self.tunnel(backend, &resp, bbuf, s, tally).await;
+        }
+
+        let framing = client_framing(resp.body, head.version);
+        let keep_alive = head.keep_alive && framing != ClientFraming::UntilClose;
+        let out = response::client_head(&resp, framing, keep_alive, &[]);
+        self.send(&out, s, tally)
+            .await
+            .map_err(|_| RelayFailure::Broken)?;
+        self.relay_body(backend, resp.body, framing, bbuf, s, tally)
+            .await?;
+        Ok(if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
+    }
+
+    async fn relay_body(
+        &mut self,
+        backend: &mut TcpStream,
+        body: ResponseBody,
+        framing: ClientFraming,
+        mut pending: Vec<u8>,
+        s: &Settings,
+        tally: &mut Tally,
+    ) -> Result<(), RelayFailure> {
+        let chunk_out = framing == ClientFraming::Chunked;
+        let mut out = Vec::with_capacity(MIN_BUFFER + 32);
+        let mut read = vec![0u8; MIN_BUFFER];
+        // Bytes of the body so far in `pending` (the rest of the first read), then reads.
+        let mut decoder = ChunkedDecoder::new(u64::MAX);
+        let mut left = match body {
+            ResponseBody::None => return Ok(()),
+            ResponseBody::Length(n) => n,
+            _ => u64::MAX,
+        };
+        loop {
+            let input: &[u8] = if !pending.is_empty() {
+                &pending
+            } else {
+                if left == 0 {
+                    break;
+                }
+                let n =
+                    match tokio::time::timeout(s.response_timeout, backend.read(&mut read)).await {
+                        Ok(Ok(n)) => n,
+                        _ => return Err(RelayFailure::Broken),
+                    };
+                if n == 0 {
+                    if body == ResponseBody::UntilClose {
+                        break;
+                    }
+                    // The backend ended a sized or chunked body early.
+                    return Err(RelayFailure::Broken);
+                }
+                &read[..n]
+            };
+            out.clear();
+            let mut finished = false;
+            let mut broken = false;
+            match body {
+                ResponseBody::Length(_) => {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+                    out.extend_from_slice(&input[..take]);
+                    left -= take as u64;
+                    finished = left == 0;
+                }
+                ResponseBody::Chunked => {
+                    let mut rest = input;
+                    while !rest.is_empty() {
+                        let Ok((used, step)) = decoder.decode(rest) else {
+                            // Pass on the valid data before it, then drop the connection.
+                            broken = true;
+                            break;
+                        };
+                        match step {
+                            Step::Data(range) => push_piece(&mut out, &rest[range], chunk_out),
+                            Step::NeedMore => {}
+                            Step::Done => {
+                                finished = true;
+                                break;
+                            }
+                        }
+                        rest = &rest[used..];
+                    }
+                }
+                ResponseBody::UntilClose => push_piece(&mut out, input, chunk_out),
+                ResponseBody::None => {}
+            }
+            if finished && chunk_out {
+                out.extend_from_slice(chunked::LAST_CHUNK);
+            }
+            // Bytes after the end of a sized or chunked body are dropped with the connection.
+            pending.clear();
+            self.send(&out, s, tally)
+                .await
+                .map_err(|_| RelayFailure::Broken)?;
+            if broken {
+                return Err(RelayFailure::Broken);
+            }
+            if finished {
+                return Ok(());
+            }
+        }
+        if chunk_out {
+            self.send(chunked::LAST_CHUNK, s, tally)
+                .await
+                .map_err(|_| RelayFailure::Broken)?;
+        }
+        Ok(())
+    }
+
+    /// After a 101: the response head, then bytes both ways until either side closes.
+    async fn tunnel(
+        &mut self,
+        backend: &mut TcpStream,
+        resp: &ResponseHead,
+        pending: Vec<u8>,
+        s: &Settings,
+        tally: &mut Tally,
+    ) -> Result<Next, RelayFailure> {
+        let out = response::client_head(resp, ClientFraming::None, true, &[]);
+        self.send(&out, s, tally)
+            .await
+            .map_err(|_| RelayFailure::Broken)?;
+        if !pending.is_empty() {
+            self.send(&pending, s, tally)
+                .await
+                .map_err(|_| RelayFailure::Broken)?;
+        }
+        if !self.buf.is_empty() {
+            let early = self.buf.filled().to_vec();
+            self.buf.consume(early.len());
+            tally.bytes_in += early.len() as u64;
+            backend
+                .write_all(&early)
+                .await
+                .map_err(|_| RelayFailure::Broken)?;
+        }
+        if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut self.io, backend).await {
+            tally.bytes_in += up;
+            tally.bytes_out += down;
+        }
+        Ok(Next::Drop)
+    }
+
+    /// Sends one of our own pages.
+    async fn answer(
+        &mut self,
+        status: u16,
+        id: &str,
+        close: bool,
+        head: &RequestHead,
+        s: &Settings,
+        tally: &mut Tally,
+    ) -> Next {
+        let page = pages::error_response(status, id, close, head.is_head());
+        tally.status = status;
+        match self.send(&page, s, tally).await {
+            Err(_) => Next::Drop,
+            Ok(()) if close => Next::Close,
+            Ok(()) => Next::KeepAlive,
+        }
+    }
+
+    /// Writes to the client within the write timeout.
+    async fn send(&mut self, bytes: &[u8], s: &Settings, tally: &mut Tally) -> io::Result<()> {
+        let write = async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        };
+        match tokio::time::timeout(s.write_timeout, write).await {
+            Ok(Ok(())) => {
+                tally.bytes_out += bytes.len() as u64;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Half-closes and discards what the client still sends, for at most [`LINGER`].
+    async fn linger(&mut self) {
+        let _ = self.io.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut sink = [0u8; 4096];
+        while let Ok(Ok(n)) = timeout_at(deadline.into(), self.io.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    fn log(&self, tally: &Tally, method: &str, path: &str, started: Instant, id: &str) {
+        self.shared.log.write(&Record {
+            time: SystemTime::now(),
+            app: tally.app.as_deref(),
+            method,
+            path,
+            status: tally.status,
+            bytes_in: tally.bytes_in,
+            bytes_out: tally.bytes_out,
+            duration: started.elapsed(),
+            client: self.peer,
+            backend: tally.backend,
+            request_id: id,
+        });
+    }
+}
+
+impl Tally {
+    fn new(bytes_in: u64) -> Self {
+        Tally {
+            status: 0,
+            bytes_in,
+            bytes_out: 0,
+            app: None,
+            backend: None,
+        }
+    }
+}
+
+fn push_piece(out: &mut Vec<u8>, data: &[u8], chunk: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunk {
+        out.extend_from_slice(chunked::chunk_header(data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(chunked::CHUNK_END);
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+fn chunk_status(e: ChunkError) -> u16 {
+    match e {
+        ChunkError::TooLarge => 413,
+        _ => 400,
+    }
+}
+
+async fn write_backend(
+    backend: &mut TcpStream,
+    bytes: &[u8],
+    s: &Settings,
+) -> Result<(), BodyFailure> {
+    match tokio::time::timeout(s.response_timeout, backend.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(BodyFailure::Backend),
+    }
+}

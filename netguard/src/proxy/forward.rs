@@ -1,0 +1,179 @@
+//! The request a backend receives: written from the canonical parts of a validated head, never
+//! copied from the client's bytes.
+//!
+//! # Forwarded headers
+//!
+//! - `X-Forwarded-For`: the client's address. If the client's address is in
+//!   `proxy.trusted_proxies`, it is appended to the values the client sent (`a, b, client`);
+//!   otherwise whatever the client sent is dropped and the field is the client's address alone.
+//! - `X-Forwarded-Proto` (`http`/`https`) and `X-Forwarded-Port` (the port the client connected
+//!   to): ours, unless a trusted client sent them.
+//! - `X-Forwarded-Host`, `Forwarded` and `X-Real-IP` pass only from trusted clients.
+//! - `X-Request-ID`: the client's if it sent one valid id (see
+//!   [`RequestHead::request_id`]), else generated.
+//! - `Host` passes through as received (or the authority of an absolute-form target).
+//!
+//! Framing is ours: `Content-Length` for a sized body, `Transfer-Encoding: chunked` (re-encoded)
+//! for a chunked one, nothing for an empty one; `Connection: close` (one request per backend
+//! connection), or `Connection: upgrade` with the client's `Upgrade` value.
+
+use std::net::IpAddr;
+
+use super::framing::{BodyFraming, Field, RequestHead};
+
+/// Who sent the request and where it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    pub addr: IpAddr,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+    /// The local port the client connected to.
+    pub port: u16,
+    /// The client is a proxy in `trusted_proxies`: its X-Forwarded-* are kept.
+    pub trusted: bool,
+}
+
+fn is_forwarding_field(f: &Field) -> bool {
+    let lower = f.name.to_ascii_lowercase();
+    lower.starts_with("x-forwarded-") || lower == "forwarded" || lower == "x-real-ip"
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request head sent to the backend.
+pub fn backend_head(head: &RequestHead, client: &ClientInfo, request_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", head.method, head.target).as_bytes());
+    push_field(&mut out, "Host", head.authority.as_bytes());
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut proto: Option<&[u8]> = None;
+    let mut port: Option<&[u8]> = None;
+    for f in &head.fields {
+        if !is_forwarding_field(f) {
+            push_field(&mut out, &f.name, &f.value);
+        } else if client.trusted {
+            if f.is("x-forwarded-for") {
+                xff.push(&f.value);
+            } else if f.is("x-forwarded-proto") {
+                proto = proto.or(Some(&f.value));
+            } else if f.is("x-forwarded-port") {
+                port = port.or(Some(&f.value));
+            } else {
+                push_field(&mut out, &f.name, &f.value);
+            }
+        }
+    }
+    let client_addr = client.addr.to_string();
+    xff.push(client_addr.as_bytes());
+    push_field(&mut out, "X-Forwarded-For", &xff.join(&b", "[..]));
+    push_field(
+        &mut out,
+        "X-Forwarded-Proto",
+        proto.unwrap_or(client.proto.as_bytes()),
+    );
+    let our_port = client.port.to_string();
+    push_field(
+        &mut out,
+        "X-Forwarded-Port",
+        port.unwrap_or(our_port.as_bytes()),
+    );
+    push_field(&mut out, "X-Request-ID", request_id.as_bytes());
+    match head.body {
+        BodyFraming::Empty => {}
+        BodyFraming::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        BodyFraming::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
+    }
+    match &head.upgrade {
+        Some(protocol) => {
+            push_field(&mut out, "Connection", b"upgrade");
+            push_field(&mut out, "Upgrade", protocol);
+        }
+        None => push_field(&mut out, "Connection", b"close"),
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::framing::{HeadLimits, Scan, parse_request, scan_head};
+
+    fn parsed(raw: &str) -> RequestHead {
+        let limits = HeadLimits {
+            max_line: 8192,
+            max_section: 32768,
+            max_body: 1 << 20,
+        };
+        let Ok(Scan::Complete { skip, len }) = scan_head(raw.as_bytes(), &limits) else {
+            panic!("incomplete")
+        };
+        parse_request(&raw.as_bytes()[skip..skip + len], &limits).expect("valid")
+    }
+
+    fn client(trusted: bool) -> ClientInfo {
+        ClientInfo {
+            addr: "192.0.2.99".parse().unwrap(),
+            proto: "http",
+            port: 80,
+            trusted,
+        }
+    }
+
+    const SPOOFING: &str = "POST /submit?x=1 HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nX-Forwarded-Proto: https\r\nx-forwarded-port: 443\r\nX-Forwarded-Host: evil\r\nForwarded: for=1.2.3.4\r\nX-Real-IP: 1.2.3.4\r\nUser-Agent: t\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n";
+
+    #[test]
+    fn untrusted_clients_cannot_set_forwarded_fields() {
+        let out = backend_head(&parsed(SPOOFING), &client(false), "rid");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /submit?x=1 HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: t\r\n\
+             X-Forwarded-For: 192.0.2.99\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 80\r\n\
+             X-Request-ID: rid\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_appended_to() {
+        let out = backend_head(&parsed(SPOOFING), &client(true), "rid");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /submit?x=1 HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-Host: evil\r\n\
+             Forwarded: for=1.2.3.4\r\nX-Real-IP: 1.2.3.4\r\nUser-Agent: t\r\n\
+             X-Forwarded-For: 10.0.0.1, 10.0.0.2, 192.0.2.99\r\nX-Forwarded-Proto: https\r\n\
+             X-Forwarded-Port: 443\r\nX-Request-ID: rid\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_and_upgrade_are_ours() {
+        let chunked = parsed(
+            "PUT / HTTP/1.1\r\nHost: a\r\ntransfer-encoding:  chunked \r\nTE: trailers\r\n\r\n",
+        );
+        let out = String::from_utf8(backend_head(&chunked, &client(false), "r")).unwrap();
+        assert!(
+            out.ends_with(
+                "X-Request-ID: r\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("TE:"), "{out}");
+        let ws = parsed(
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+        );
+        let out = String::from_utf8(backend_head(&ws, &client(false), "r")).unwrap();
+        assert!(out.contains("Sec-WebSocket-Key: k\r\n"), "{out}");
+        assert!(
+            out.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "{out}"
+        );
+        let v10 = parsed("GET / HTTP/1.0\r\nHost: a\r\n\r\n");
+        let out = String::from_utf8(backend_head(&v10, &client(false), "r")).unwrap();
+        assert!(out.starts_with("GET / HTTP/1.1\r\nHost: a\r\n"), "{out}");
+    }
+}

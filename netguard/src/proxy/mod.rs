@@ -1,0 +1,443 @@
+//! The L7 proxy: HTTP/1.1 on `proxy.http_listen`, and over TLS on `proxy.https_listen` when an
+//! app terminates TLS, routed by `Host` (and SNI) to the backends of an `[[app]]`.
+//!
+//! Layout, one concern per module:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`framing`] | request heads: limits, strict framing rules, canonical parts (pure) |
+//! | [`chunked`] | strict incremental chunked decoder and the encoder (pure) |
+//! | [`route`] | host → app table: exact and `*.` wildcard names (pure) |
+//! | [`forward`] | the request a backend receives, X-Forwarded-* policy (pure) |
+//! | [`response`] | backend response heads and their framing (pure) |
+//! | [`pages`] | the proxy's own error pages and redirects (pure) |
+//! | [`log`] | the router log, one logfmt line per request |
+//! | [`upstream`] | round-robin, ejection, connect with retries |
+//! | [`state`] | the swappable snapshot of routes and settings; connection caps |
+//! | `conn` | one client connection's request loop |
+//! | [`tls`] | TLS termination: certificates by SNI (rustls, ring) |
+//!
+//! Entry points: [`Proxy::start`] binds and runs the proxy on its own runtime threads (the
+//! daemon and the tests use it; [`Proxy::reload`] swaps routes, settings and certificates
+//! atomically), and [`serve`] runs it on the caller's runtime until a shutdown future resolves.
+//!
+//! Not in this slice: TLS passthrough, HTTP/2, WebSocket beyond the plain 101 tunnel, and
+//! keep-alive connections to backends (each request opens one).
+
+pub mod chunked;
+mod conn;
+pub mod forward;
+pub mod framing;
+pub mod log;
+pub mod pages;
+mod request_id;
+pub mod response;
+pub mod route;
+pub mod state;
+pub mod tls;
+pub mod upstream;
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{AppConfig, ProxyConfig, TlsMode};
+use log::RouterLog;
+use state::{Shared, Snapshot};
+
+pub use request_id::new_request_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("proxy routes: {0}")]
+    Routes(route::RouteError),
+    #[error("binding the proxy listener {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("opening the router log {path:?}: {source}")]
+    RouterLog { path: String, source: io::Error },
+    #[error("starting the proxy runtime: {0}")]
+    Runtime(io::Error),
+    #[error("proxy TLS: {0}")]
+    Tls(tls::TlsError),
+    #[error("proxy TLS configuration: {0}")]
+    TlsConfig(rustls::Error),
+}
+
+/// A running proxy on its own runtime. Dropping it stops accepting and ends every connection.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    runtime: Option<tokio::runtime::Runtime>,
+    http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    config: ProxyConfig,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("http_addr", &self.http_addr)
+            .field("https_addr", &self.https_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether any app terminates TLS: only then is `https_listen` bound.
+fn wants_tls(apps: &[AppConfig]) -> bool {
+    apps.iter().any(|a| a.tls == Some(TlsMode::Terminate))
+}
+
+/// The listeners of a config, bound (std sockets, non-blocking).
+struct Bound {
+    http: (std::net::TcpListener, SocketAddr),
+    https: Option<(std::net::TcpListener, SocketAddr)>,
+}
+
+fn bind_all(config: &ProxyConfig, apps: &[AppConfig]) -> Result<Bound, ProxyError> {
+    let http = bind_std(config.http_listen)?;
+    let https = if wants_tls(apps) {
+        Some(bind_std(config.https_listen)?)
+    } else {
+        None
+    };
+    Ok(Bound { http, https })
+}
+
+/// Starts the accept loops (inside a runtime context).
+fn spawn_listeners(
+    bound: Bound,
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ProxyError> {
+    let tokio_listener = |(l, addr): (std::net::TcpListener, SocketAddr)| {
+        TcpListener::from_std(l).map_err(|source| ProxyError::Bind { addr, source })
+    };
+    let mut tasks = vec![tokio::spawn(accept_loop(
+        tokio_listener(bound.http)?,
+        shared.clone(),
+        None,
+        shutdown.clone(),
+    ))];
+    if let Some(https) = bound.https {
+        let acceptor =
+            TlsAcceptor::from(tls::server_config(shared.clone()).map_err(ProxyError::TlsConfig)?);
+        tasks.push(tokio::spawn(accept_loop(
+            tokio_listener(https)?,
+            shared.clone(),
+            Some(acceptor),
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
+}
+
+impl Proxy {
+    /// Binds `config.http_listen` (and `https_listen` when an app terminates TLS) and serves
+    /// `apps`, logging to `config.router_log`.
+    pub fn start(config: &ProxyConfig, apps: &[AppConfig]) -> Result<Proxy, ProxyError> {
+        let log = RouterLog::open(&config.router_log).map_err(|source| ProxyError::RouterLog {
+            path: config.router_log.clone(),
+            source,
+        })?;
+        Self::start_with_log(config, apps, log)
+    }
+
+    /// [`Proxy::start`] with the router log given (tests read it from memory).
+    pub fn start_with_log(
+        config: &ProxyConfig,
+        apps: &[AppConfig],
+        log: RouterLog,
+    ) -> Result<Proxy, ProxyError> {
+        let server = Server::bind(config, apps, log)?;
+        let (http_addr, https_addr) = (server.http_addr(), server.https_addr());
+        let shared = server.shared.clone();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("netguard-proxy")
+            .enable_all()
+            .build()
+            .map_err(ProxyError::Runtime)?;
+        let (shutdown, rx) = watch::channel(false);
+        {
+            let _guard = runtime.enter();
+            spawn_listeners(server.bound, &shared, &rx)?;
+        }
+        tracing::info!(
+            http = %http_addr,
+            https = ?https_addr,
+            apps = apps.len(),
+            "proxy listening"
+        );
+        Ok(Proxy {
+            shared,
+            shutdown,
+            runtime: Some(runtime),
+            http_addr,
+            https_addr,
+            config: config.clone(),
+        })
+    }
+
+    /// The bound HTTP address (the actual port when the config asked for port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound HTTPS address, if an app terminates TLS.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// Builds the snapshot `config` and `apps` describe (certificates loaded), without
+    /// applying it: a failure leaves the running proxy untouched.
+    pub fn prepare(&self, config: &ProxyConfig, apps: &[AppConfig]) -> Result<Reload, ProxyError> {
+        let mut snapshot = Snapshot::build(config, apps)?;
+        if let Some(a) = self.https_addr {
+            snapshot.settings.https_port = a.port();
+        }
+        Ok(Reload {
+            snapshot,
+            config: config.clone(),
+            wants_tls: wants_tls(apps),
+        })
+    }
+
+    /// Swaps in a prepared reload: requests that start from now on use it. Listener addresses,
+    /// a first TLS app (which needs the HTTPS listener) and the router log destination change
+    /// only on restart (logged).
+    pub fn install(&mut self, reload: Reload) {
+        let old = &self.config;
+        let new = &reload.config;
+        if old.http_listen != new.http_listen
+            || old.https_listen != new.https_listen
+            || old.router_log != new.router_log
+            || (reload.wants_tls && self.https_addr.is_none())
+        {
+            tracing::warn!(
+                "proxy.http_listen, proxy.https_listen, proxy.router_log and the first TLS app take effect on restart"
+            );
+        }
+        self.shared.install(reload.snapshot);
+        self.config = reload.config;
+    }
+
+    /// [`Proxy::prepare`] then [`Proxy::install`].
+    pub fn reload(&mut self, config: &ProxyConfig, apps: &[AppConfig]) -> Result<(), ProxyError> {
+        let next = self.prepare(config, apps)?;
+        self.install(next);
+        Ok(())
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> u32 {
+        self.shared.open_connections()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(runtime) = self.runtime.take() {
+            // Does not block, so a proxy may be dropped inside another runtime.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A checked replacement for the running routes, settings and certificates.
+#[derive(Debug)]
+pub struct Reload {
+    snapshot: Snapshot,
+    config: ProxyConfig,
+    wants_tls: bool,
+}
+
+/// A proxy bound but not yet serving, for callers that bring their own tokio runtime.
+pub struct Server {
+    bound: Bound,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Builds the routes (loading certificates) and binds the listeners.
+    pub fn bind(
+        config: &ProxyConfig,
+        apps: &[AppConfig],
+        log: RouterLog,
+    ) -> Result<Server, ProxyError> {
+        let mut snapshot = Snapshot::build(config, apps)?;
+        let bound = bind_all(config, apps)?;
+        if let Some((_, a)) = &bound.https {
+            snapshot.settings.https_port = a.port();
+        }
+        Ok(Server {
+            bound,
+            shared: Arc::new(Shared::new(snapshot, log)),
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.bound.http.1
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.bound.https.as_ref().map(|(_, a)| *a)
+    }
+
+    /// Serves on the current runtime until `shutdown` resolves; then stops accepting
+    /// (connections in progress are not waited for).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
+        let (tx, rx) = watch::channel(false);
+        let tasks = spawn_listeners(self.bound, &self.shared, &rx)?;
+        shutdown.await;
+        let _ = tx.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+/// [`Server::bind`] then [`Server::serve`]: the proxy on the current runtime until `shutdown`
+/// resolves.
+pub async fn serve(
+    config: &ProxyConfig,
+    apps: &[AppConfig],
+    log: RouterLog,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    Server::bind(config, apps, log)?.serve(shutdown).await
+}
+
+fn bind_std(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ProxyError> {
+    // std sets SO_REUSEADDR on Unix listeners, so a restart does not wait for TIME_WAIT.
+    let err = |source| ProxyError::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "proxy accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let _ = stream.set_nodelay(true);
+        let snap = shared.snapshot();
+        let Some(admitted) = shared.admit(peer.ip(), &snap.settings) else {
+            if tls.is_none() {
+                tokio::spawn(refuse(stream, snap.settings.write_timeout));
+            }
+            continue;
+        };
+        let local_port = stream.local_addr().map_or(0, |a| a.port());
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let handshake_timeout = snap.settings.header_timeout;
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            match tls {
+                None => {
+                    conn::Conn::new(stream, peer, local_port, "http", shared)
+                        .run(now)
+                        .await
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let sni = stream.get_ref().1.server_name().map(str::to_owned);
+                    conn::Conn::new(stream, peer, local_port, "https", shared)
+                        .with_sni(sni)
+                        .run(now)
+                        .await
+                }
+            }
+        });
+    }
+}
+
+/// Over a connection cap: a 503 without reading the request, then close.
+async fn refuse(mut stream: TcpStream, write_timeout: Duration) {
+    let page = pages::error_response(503, &new_request_id(), true, false);
+    let _ = tokio::time::timeout(write_timeout, async {
+        stream.write_all(&page).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[test]
+    fn serve_on_the_callers_runtime_until_shutdown() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let config = ProxyConfig {
+                http_listen: "127.0.0.1:0".parse().unwrap(),
+                ..ProxyConfig::default()
+            };
+            let (log, lines) = RouterLog::memory();
+            let server = Server::bind(&config, &[], log).unwrap();
+            let addr = server.http_addr();
+            assert_eq!(server.https_addr(), None, "no TLS app, no HTTPS listener");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(server.serve(async {
+                let _ = stopped.await;
+            }));
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            c.read_to_end(&mut answer).await.unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+            assert_eq!(lines.lock().unwrap().len(), 1);
+            let _ = stop.send(());
+            tokio::time::timeout(Duration::from_secs(5), serving)
+                .await
+                .expect("serve returns after shutdown")
+                .unwrap()
+                .unwrap();
+            assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+        });
+    }
+}
