@@ -69,8 +69,35 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_PIN_PATH)]
         pin_path: PathBuf,
     },
+    /// Private networks: the names of an app, or a container's own hostname.
+    Pn {
+        #[command(subcommand)]
+        action: PnAction,
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/netguard/netguard.toml"
+        )]
+        config: PathBuf,
+    },
     /// Print an example configuration with every key.
     ExampleConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PnAction {
+    /// Every private name of an app (like the platform's private-networks-domain-names).
+    DomainNames {
+        #[arg(long)]
+        app: String,
+    },
+    /// The private hostname of the container with this private address
+    /// (what the platform injects as SCALINGO_PRIVATE_HOSTNAME).
+    Hostname {
+        #[arg(long)]
+        address: std::net::Ipv4Addr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +275,38 @@ fn execute(command: Command) -> Result<(), Failure> {
                     removed.len(),
                     paths.root().display()
                 );
+            }
+        }
+        Command::Pn { action, config } => {
+            let config = crate::config::Config::load(&config).map_err(|e| Failure {
+                message: e.to_string(),
+                code: 64,
+            })?;
+            let networks = &config.private_network;
+            match action {
+                PnAction::DomainNames { app } => {
+                    let names = crate::private_net::domain_names(networks, &app);
+                    if names.is_empty() {
+                        return Err(Failure {
+                            message: format!("app {app} has no container in any private network"),
+                            code: 1,
+                        });
+                    }
+                    for name in names {
+                        println!("{name}");
+                    }
+                }
+                PnAction::Hostname { address } => {
+                    match crate::private_net::hostname(networks, address) {
+                        Some(name) => println!("{name}"),
+                        None => {
+                            return Err(Failure {
+                                message: format!("{address} is not a container's private address"),
+                                code: 1,
+                            });
+                        }
+                    }
+                }
             }
         }
         Command::ExampleConfig => print!("{EXAMPLE_CONFIG}"),

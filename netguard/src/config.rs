@@ -85,6 +85,10 @@ pub struct Config {
     /// `[[app]]`: what the proxy serves.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub app: Vec<AppConfig>,
+    /// `[[private_network]]`: isolation on the private side and the names it serves
+    /// (see [`crate::private_net`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub private_network: Vec<crate::private_net::PrivateNetwork>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,6 +461,7 @@ impl Config {
         self.validate_denylist(&mut problems);
         self.validate_ratelimit(&mut problems);
         self.validate_proxy(&mut problems);
+        self.validate_private_networks(&mut problems);
         if problems.0.is_empty() {
             Ok(())
         } else {
@@ -824,6 +829,39 @@ impl Config {
     }
 }
 
+impl Config {
+    fn validate_private_networks(&self, problems: &mut Problems) {
+        for (key, message) in crate::private_net::validate(&self.private_network) {
+            problems.add(key, message);
+        }
+        for (n, net) in self.private_network.iter().enumerate() {
+            for (i, name) in net.interfaces.iter().enumerate() {
+                if let Some(message) = interface_problem(name) {
+                    problems.add(format!("private_network[{n}].interfaces[{i}]"), message);
+                }
+            }
+        }
+        // The public exposure rule: only `web` and `tcp` containers may be proxy backends.
+        for (a, app) in self.app.iter().enumerate() {
+            for (b, backend) in app.backends.iter().enumerate() {
+                let std::net::IpAddr::V4(ip) = backend.ip() else {
+                    continue;
+                };
+                if let Some(c) = crate::private_net::private_type_of(&self.private_network, ip) {
+                    problems.add(
+                        format!("app[{a}].backends[{b}]"),
+                        format!(
+                            "{backend} is container {}.{} of {}, a private process type: only web and tcp \
+                             containers may be exposed through the proxy",
+                            c.index, c.kind, c.app
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Problems(Vec<Problem>);
 
@@ -1117,6 +1155,7 @@ burst = 3200000000
             },
             proxy: None,
             app: Vec::new(),
+            private_network: Vec::new(),
         };
         assert_eq!(config, want);
 

@@ -7,6 +7,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::{Arc, RwLock},
     time::Instant,
 };
 
@@ -16,9 +17,11 @@ use tracing::{error, info, warn};
 use crate::{
     config::{Config, ConfigError},
     denylist::{self, DenylistError},
+    dns,
     loader::{self, LoadError},
     paths::PinPaths,
     policy::{self, MapPlan},
+    private_net,
     proxy::{Proxy, ProxyError},
     tables::{FillProgress, TableError, Tables},
 };
@@ -34,6 +37,8 @@ pub enum DaemonError {
     Load(Box<LoadError>),
     #[error(transparent)]
     Tables(#[from] TableError),
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
     #[error("setting up signal handling: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
@@ -99,6 +104,14 @@ fn apply(tables: &mut Tables, prepared: &Prepared) -> Result<(), DaemonError> {
     }
     let started = Instant::now();
     let report = tables.apply(&prepared.plan, &mut log_progress)?;
+    let private = tables.apply_private(&private_net::plan(&prepared.config.private_network))?;
+    if private.added + private.removed > 0 {
+        info!(
+            added = private.added,
+            removed = private.removed,
+            "private-network tables applied"
+        );
+    }
     info!(
         added = report.added,
         removed = report.removed,
@@ -136,6 +149,13 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         Some(p) => Some(Proxy::start(p, &cfg.app)?),
         None => None,
     };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Signals)?;
+    let directory: dns::SharedDirectory = Arc::new(RwLock::new(Arc::new(
+        private_net::Directory::new(&cfg.private_network),
+    )));
     let paths = PinPaths::new(&cfg.daemon.pin_path);
     // A first start that fails half-way removes what it pinned; a restart that fails leaves the
     // running filter (and its pins) alone.
@@ -150,10 +170,17 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         for gone in loader::detach_limiter_except(&paths, &cfg.ratelimit.interfaces)? {
             info!(interface = %gone, "limiter detached: interface no longer configured");
         }
+        let private_interfaces = private_interfaces(cfg);
+        loader::attach_private(&mut ebpf, &paths, &private_interfaces)?;
+        for gone in loader::detach_private_except(&paths, &private_interfaces)? {
+            info!(interface = %gone, "private-network isolation detached: interface no longer configured");
+        }
+        let _entered = runtime.enter();
+        let dns_tasks = dns::spawn(&dns_listens(cfg), directory.clone())?;
         let xdp = loader::attach_xdp(&mut ebpf, &paths, &cfg.xdp.interface, cfg.xdp.mode)?;
-        Ok::<_, DaemonError>((ebpf, tables, tc, xdp))
+        Ok::<_, DaemonError>((ebpf, tables, tc, xdp, dns_tasks))
     })();
-    let (mut ebpf, tables, tc, xdp) = match attached {
+    let (mut ebpf, tables, tc, xdp, dns_tasks) = match attached {
         Ok(a) => a,
         Err(e) => {
             if fresh && let Err(cleanup) = loader::detach(&paths) {
@@ -171,18 +198,19 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         action = ?cfg.xdp.action,
         "netguard ready"
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(DaemonError::Signals)?;
     let mut state = Running {
         config_path: config_path.to_path_buf(),
         paths: paths.clone(),
         prepared,
         tables,
         proxy,
+        directory,
+        dns_tasks,
     };
     runtime.block_on(serve(&mut state, &mut ebpf))?;
+    for task in &state.dns_tasks {
+        task.abort();
+    }
     // `ebpf` drops here: our fds close, the pinned links keep the programs attached.
     drop(ebpf);
     info!(
@@ -200,6 +228,31 @@ struct Running {
     tables: Tables,
     /// The L7 proxy, when the config has `[proxy]`.
     proxy: Option<Proxy>,
+    /// What the private-network DNS responders answer from; swapped whole on reload.
+    directory: dns::SharedDirectory,
+    /// Dropped (and aborted) with the daemon; listen addresses change on restart only.
+    dns_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Every private-side interface of every network, once.
+fn private_interfaces(cfg: &Config) -> Vec<String> {
+    let mut out: Vec<String> = cfg
+        .private_network
+        .iter()
+        .flat_map(|n| n.interfaces.iter().cloned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every DNS listen address, once (networks may share their gateway).
+fn dns_listens(cfg: &Config) -> Vec<std::net::SocketAddr> {
+    let mut out: Vec<std::net::SocketAddr> =
+        cfg.private_network.iter().map(|n| n.dns_listen()).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 async fn serve(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<(), DaemonError> {
@@ -257,13 +310,34 @@ fn reload(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<Prepared, DaemonE
         let _ = loader::detach_limiter_except(&state.paths, &old.ratelimit.interfaces);
         return Err(e.into());
     }
+    let (old_private, new_private) = (private_interfaces(old), private_interfaces(new));
+    let added_private: Vec<String> = new_private
+        .iter()
+        .filter(|i| !old_private.contains(i))
+        .cloned()
+        .collect();
+    if let Err(e) = loader::attach_private(ebpf, &state.paths, &added_private) {
+        let _ = loader::detach_private_except(&state.paths, &old_private);
+        let _ = loader::detach_limiter_except(&state.paths, &old.ratelimit.interfaces);
+        return Err(e.into());
+    }
+    if dns_listens(old) != dns_listens(new) {
+        warn!("private_network dns_listen changes take effect on restart");
+    }
     apply(&mut state.tables, &next)?;
     if let (Some(proxy), Some(routes)) = (state.proxy.as_mut(), proxy_next) {
         proxy.install(routes);
         info!(apps = next.config.app.len(), "proxy routes reloaded");
     }
+    // The maps now hold the new members: answer with the new names at once.
+    if let Ok(mut directory) = state.directory.write() {
+        *directory = Arc::new(private_net::Directory::new(&next.config.private_network));
+    }
     for gone in loader::detach_limiter_except(&state.paths, &new.ratelimit.interfaces)? {
         info!(interface = %gone, "limiter detached: interface no longer configured");
+    }
+    for gone in loader::detach_private_except(&state.paths, &new_private)? {
+        info!(interface = %gone, "private-network isolation detached: interface no longer configured");
     }
     info!(ms = started.elapsed().as_millis() as u64, "config reloaded");
     Ok(next)

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod denylist;
+pub mod dns;
 pub mod loader;
 pub mod paths;
 pub mod policy;

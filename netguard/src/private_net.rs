@@ -37,8 +37,15 @@ pub struct PrivateNetwork {
     /// Where the DNS responder listens for this network (UDP and TCP). Default `gateway:53`.
     #[serde(default)]
     pub dns_listen: Option<SocketAddr>,
+    /// TTL of the DNS answers for this network: short, since containers come and go.
+    #[serde(default = "default_dns_ttl")]
+    pub dns_ttl_secs: u32,
     #[serde(default)]
     pub container: Vec<PnContainer>,
+}
+
+fn default_dns_ttl() -> u32 {
+    5
 }
 
 /// `[[private_network.container]]`.
@@ -246,6 +253,8 @@ type AppContainers = BTreeMap<String, BTreeMap<u32, Ipv4Addr>>;
 pub struct Directory {
     /// Network of each member address (the querier's network decides what it may ask).
     member_network: HashMap<Ipv4Addr, String>,
+    /// Answer TTL per network id.
+    ttl: HashMap<String, u32>,
     /// network id text → app → type → index → address.
     apps: HashMap<String, HashMap<String, AppContainers>>,
 }
@@ -255,6 +264,7 @@ impl Directory {
         let mut d = Directory::default();
         for net in networks {
             let id = net.id.to_ascii_lowercase();
+            d.ttl.insert(id.clone(), net.dns_ttl_secs);
             for c in &net.container {
                 d.member_network.insert(c.address, id.clone());
                 d.apps
@@ -270,11 +280,22 @@ impl Directory {
         d
     }
 
+    /// The TTL for answers to `querier` (its network's `dns_ttl_secs`).
+    pub fn ttl(&self, querier: Ipv4Addr) -> u32 {
+        self.member_network
+            .get(&querier)
+            .and_then(|n| self.ttl.get(n))
+            .copied()
+            .unwrap_or_else(default_dns_ttl)
+    }
+
     /// Answers `qname` (any case, with or without the trailing dot) for a query from `querier`.
     pub fn resolve(&self, qname: &str, qtype: QueryType, querier: Ipv4Addr) -> Answer {
         let name = qname.trim_end_matches('.').to_ascii_lowercase() + ".";
-        let Some(rest) = name.strip_suffix(ZONE) else {
-            return Answer::Refused;
+        // The zone must end at a label boundary: `xprivate-network.internal.` is not ours.
+        let rest = match name.strip_suffix(ZONE) {
+            Some(rest) if rest.is_empty() || rest.ends_with('.') => rest,
+            _ => return Answer::Refused,
         };
         let Some(own_network) = self.member_network.get(&querier) else {
             return Answer::Refused;
@@ -388,6 +409,7 @@ mod tests {
                 interfaces: vec!["pn0".into()],
                 gateway: None,
                 dns_listen: None,
+                dns_ttl_secs: 5,
                 container: vec![
                     c(AP_1, "web", 1, 2),
                     c(AP_1, "web", 2, 3),
@@ -401,6 +423,7 @@ mod tests {
                 interfaces: vec!["pn1".into()],
                 gateway: None,
                 dns_listen: None,
+                dns_ttl_secs: 30,
                 container: vec![c(AP_2, "web", 1, 20)],
             },
         ]
@@ -482,6 +505,11 @@ mod tests {
             Answer::NoData
         );
         assert_eq!(q("example.com."), Answer::Refused);
+        assert_eq!(
+            q("xprivate-network.internal."),
+            Answer::Refused,
+            "a lookalike zone"
+        );
     }
 
     #[test]
@@ -497,6 +525,7 @@ mod tests {
             d.resolve(&format!("{AP_2}.{PN_B}.{ZONE}"), QueryType::A, a(20)),
             Answer::A(vec![a(20)])
         );
+        assert_eq!((d.ttl(a(2)), d.ttl(a(20))), (5, 30));
         // Not a member at all.
         assert_eq!(
             d.resolve(

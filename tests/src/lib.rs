@@ -19,6 +19,7 @@ pub mod http;
 pub mod limiter_sandbox;
 pub mod listeners;
 pub mod netns;
+pub mod private_sandbox;
 pub mod probe;
 pub mod recording;
 pub mod sandbox;
