@@ -54,8 +54,11 @@ pub enum Command {
         json: bool,
         /// Per container and direction: bytes/packets passed and dropped, current tokens,
         /// sorted by drops.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "private")]
         containers: bool,
+        /// Private-network isolation decisions per reason.
+        #[arg(long)]
+        private: bool,
     },
     /// Edit the live denylist (effective on the next packet; the next start or reload re-applies the config).
     Deny {
@@ -203,6 +206,7 @@ fn execute(command: Command) -> Result<(), Failure> {
             pin_path,
             json,
             containers: true,
+            ..
         } => {
             let tables = Tables::open_pinned(&PinPaths::new(pin_path)).map_err(runtime)?;
             let defaults = tables.limiter_config().map_err(runtime)?;
@@ -220,6 +224,45 @@ fn execute(command: Command) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string(&rows).map_err(runtime)?);
             } else {
                 print!("{}", containers_table(&rows));
+            }
+        }
+        Command::Stats {
+            pin_path,
+            json,
+            private: true,
+            ..
+        } => {
+            let tables = Tables::open_pinned(&PinPaths::new(pin_path)).map_err(runtime)?;
+            let counters = tables.private_counters().map_err(runtime)?;
+            let reasons = netguard_common::private_net::PnReason::ALL;
+            if json {
+                let mut m = serde_json::Map::new();
+                for (r, c) in reasons.iter().zip(&counters) {
+                    m.insert(
+                        r.name().to_string(),
+                        serde_json::json!({"packets": c.packets, "bytes": c.bytes}),
+                    );
+                }
+                println!("{}", serde_json::Value::Object(m));
+            } else {
+                println!(
+                    "{:<20} {:<8} {:>14} {:>16}",
+                    "reason", "verdict", "packets", "bytes"
+                );
+                for (r, c) in reasons.iter().zip(&counters) {
+                    let verdict = if *r == netguard_common::private_net::PnReason::Passed {
+                        "pass"
+                    } else {
+                        "drop"
+                    };
+                    println!(
+                        "{:<20} {:<8} {:>14} {:>16}",
+                        r.name(),
+                        verdict,
+                        c.packets,
+                        c.bytes
+                    );
+                }
             }
         }
         Command::Stats { pin_path, json, .. } => {

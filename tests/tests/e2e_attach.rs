@@ -259,3 +259,116 @@ fn bpftool_lists_pinned_maps_by_name_with_named_fields() {
         "{config}"
     );
 }
+
+const PN: &str = "pn-ad0fd6a1-d05e-40ea-bf63-c4f8a75a9d8c";
+const APP: &str = "ap-a71da13f-7c70-4c00-a644-eee8558d8053";
+
+fn private_config(pin_path: &std::path::Path) -> String {
+    format!(
+        r#"[daemon]
+pin_path = "{}"
+[xdp]
+interface = "lo"
+mode = "generic"
+ingress_addresses = ["203.0.113.10/32"]
+[[private_network]]
+id = "{PN}"
+interfaces = ["lo"]
+[[private_network.container]]
+app = "{APP}"
+type = "web"
+index = 1
+address = "10.240.0.2"
+[[private_network.container]]
+app = "{APP}"
+type = "worker"
+index = 1
+address = "10.240.0.3"
+"#,
+        pin_path.display()
+    )
+}
+
+/// `netguard pn` prints an app's names and a container's own hostname from the config alone.
+#[test]
+fn pn_cli_prints_names_from_the_config() {
+    let dir = netguard_tests::TempDir::new().expect("temp dir");
+    let path = dir.join("netguard.toml");
+    std::fs::write(
+        &path,
+        private_config(std::path::Path::new("/sys/fs/bpf/ngt-unused")),
+    )
+    .expect("write config");
+    let bin = netguard_bin();
+    let run = |args: &[&str]| {
+        let out = cmd::run(
+            std::process::Command::new(&bin)
+                .args(args)
+                .args(["--config", &path.to_string_lossy()]),
+            Duration::from_secs(10),
+        )
+        .expect("netguard runs");
+        (out.status.code(), lossy(&out.stdout), lossy(&out.stderr))
+    };
+    let (code, names, err) = run(&["pn", "domain-names", "--app", APP]);
+    assert_eq!(code, Some(0), "{err}");
+    let zone = "private-network.internal.";
+    for want in [
+        format!("{APP}.{PN}.{zone}"),
+        format!("web.{APP}.{PN}.{zone}"),
+        format!("worker.{APP}.{PN}.{zone}"),
+        format!("1.web.{APP}.{PN}.{zone}"),
+        format!("1.worker.{APP}.{PN}.{zone}"),
+    ] {
+        assert!(
+            names.lines().any(|l| l == want),
+            "{want} missing from:\n{names}"
+        );
+    }
+    let (code, host, err) = run(&["pn", "hostname", "--address", "10.240.0.3"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(host.trim(), format!("1.worker.{APP}.{PN}.{zone}"));
+    let (code, _, err) = run(&["pn", "hostname", "--address", "10.240.0.99"]);
+    assert_eq!(code, Some(1), "an unknown address is an error");
+    assert!(err.contains("10.240.0.99"), "{err}");
+}
+
+/// `stats --private` shows the isolation program's decisions per reason.
+#[test]
+fn stats_private_counts_isolation_decisions() {
+    let ns = NetNs::new();
+    for addr in [
+        "10.240.0.1/22",
+        "10.240.0.2/22",
+        "10.240.0.3/22",
+        "10.240.0.9/22",
+    ] {
+        ns.exec(&["ip", "addr", "add", addr, "dev", "lo"]);
+    }
+    let pin_path = unique_pin_path();
+    let daemon = Daemon::start_toml(
+        &netguard_bin(),
+        &ns,
+        &pin_path,
+        &private_config(&pin_path),
+        Duration::from_secs(20),
+    );
+    // Same network: passes. To an address that is no member: dropped.
+    let ping = |from: &str, to: &str| {
+        ns.output(&["ping", "-c", "1", "-W", "1", "-I", from, to])
+            .status
+            .success()
+    };
+    assert!(ping("10.240.0.2", "10.240.0.3"), "{}", daemon.log_tail(20));
+    assert!(
+        !ping("10.240.0.2", "10.240.0.9"),
+        "a non-member is unreachable"
+    );
+    let json = daemon.cli_ok(&["stats", "--private", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("stats --private --json is JSON");
+    assert!(v["passed"]["packets"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(
+        v["unknown_destination"]["packets"].as_u64().unwrap_or(0) > 0,
+        "{json}"
+    );
+}
