@@ -65,9 +65,10 @@ enum Task {
     /// Build everything, run netguard in a sandbox of network namespaces with real traffic,
     /// show what passes and what is dropped (and the counters), tear it down.
     Demo,
-    /// Build the daemon (release) and run the XDP benchmarks, `cargo bench -p netguard-tests
-    /// --bench xdp` (root, about 4 minutes): netguard beside a trivial XDP program, xdp-filter
-    /// and nftables. Results go to BENCHMARKS.md.
+    /// Build the daemon (release) and run the benchmarks (root, about 7 minutes): `cargo bench
+    /// -p netguard-tests --bench xdp` (netguard beside a trivial XDP program, xdp-filter and
+    /// nftables), then `--bench limiter` (the tc limiter beside Linux TBF and an nftables
+    /// policer). Results go to BENCHMARKS.md.
     Bench,
 }
 
@@ -239,9 +240,12 @@ fn test_steps(no_lint: bool, filters: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo bench -p netguard-tests --bench xdp`: program cost through BPF_PROG_TEST_RUN and drop
-/// rates on a veth flood, netguard beside a trivial XDP program, xdp-filter and nftables. The
-/// bench writes BENCHMARKS.md at the workspace root and prints the same tables.
+/// The benchmarks, one after the other, each `cargo bench -p netguard-tests --bench NAME`:
+/// `xdp` (program cost through BPF_PROG_TEST_RUN and drop rates on a veth flood, netguard beside
+/// a trivial XDP program, xdp-filter and nftables; rewrites BENCHMARKS.md), then `limiter` (TCP
+/// through netguard's tc limiter, Linux TBF and an nftables policer on one veth pair, and the tc
+/// program's cost; replaces its own section of BENCHMARKS.md). The limiter bench runs the
+/// release daemon that `Task::Bench` has just built. Both run even if the first fails.
 fn bench() -> Result<ExitCode> {
     if !exec::is_root()? {
         bail!(
@@ -249,20 +253,37 @@ fn bench() -> Result<ExitCode> {
         );
     }
     let results = workspace_root().join("BENCHMARKS.md");
+    let daemon = workspace_root()
+        .join("target")
+        .join("release")
+        .join(DAEMON_BIN);
     step(format!(
-        "running benchmarks (about 4 minutes; results go to {})",
+        "running benchmarks: xdp, then limiter (about 7 minutes; results go to {})",
         results.display()
     ));
-    let mut cmd = cargo();
-    cmd.args(["bench", "-p", TESTS_PACKAGE, "--bench", "xdp"]);
-    step(exec::display(&cmd));
-    let status = exec::status(&mut cmd)?;
-    if status.success() {
-        step(format!("benchmarks done; results: {}", results.display()));
-        Ok(ExitCode::SUCCESS)
-    } else {
-        step(format!("benchmarks failed: `{}`", exec::display(&cmd)));
-        Ok(exit_code(status))
+    let mut failed = None;
+    for name in ["xdp", "limiter"] {
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", TESTS_PACKAGE, "--bench", name]);
+        if std::env::var_os("NETGUARD_BIN").is_none() {
+            cmd.env("NETGUARD_BIN", &daemon);
+        }
+        step(exec::display(&cmd));
+        let status = exec::status(&mut cmd)?;
+        if !status.success() {
+            step(format!(
+                "benchmark {name} failed: `{}`",
+                exec::display(&cmd)
+            ));
+            failed.get_or_insert(status);
+        }
+    }
+    match failed {
+        None => {
+            step(format!("benchmarks done; results: {}", results.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(status) => Ok(exit_code(status)),
     }
 }
 

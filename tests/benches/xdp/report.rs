@@ -134,7 +134,21 @@ pub fn render(
         render_flood(&mut o, f);
     }
     let _ = writeln!(o, "{}", HOW_TO_READ.trim());
+    if let Some(limiter) = limiter_section() {
+        let _ = writeln!(o, "\n{limiter}");
+    }
     o
+}
+
+/// The limiter bench's section of the current BENCHMARKS.md (its markers included), so that
+/// rewriting the file keeps it; the limiter bench replaces only that section.
+fn limiter_section() -> Option<String> {
+    const BEGIN: &str = "<!-- limiter:begin -->";
+    const END: &str = "<!-- limiter:end -->";
+    let text =
+        std::fs::read_to_string(netguard_tests::workspace_root().join("BENCHMARKS.md")).ok()?;
+    let (a, b) = (text.find(BEGIN)?, text.find(END)?);
+    (b > a).then(|| text[a..b + END.len()].to_string())
 }
 
 // ---- what explains the misses ----------------------------------------------------------------

@@ -1,0 +1,280 @@
+//! `cargo bench -p netguard-tests --bench limiter` (as root; `cargo xtask bench` runs it after
+//! the XDP bench): netguard's tc bandwidth limiter beside Linux TBF and an nftables netdev
+//! policer, side by side in one run on the same veth pair, at the production settings
+//! (20 MB/s = 160 Mbit/s, 1.6 GB burst). Replaces the section between `<!-- limiter:begin -->`
+//! and `<!-- limiter:end -->` of `BENCHMARKS.md` (appending it if absent) and prints it.
+//!
+//! 1. TCP downloads (iperf3 `-R`, remote → container c1 through the host namespace) with each
+//!    limiter on the egress of the host side of c1's veth: spend the burst from a full bucket,
+//!    then one flow for 10 s, then 4 parallel flows for 10 s. Steady-state and first-second
+//!    rates, retransmits, CPU per GB.
+//! 2. The tc program's cost: `BPF_PROG_TEST_RUN` of `netguard_limit_up` / `_down` on a
+//!    1,514-byte frame beside a pass-through tc program (10,000,000 runs, median of 3).
+//!
+//! The netguard daemon is `$NETGUARD_BIN`, else `target/release/netguard` (build it with
+//! `cargo build --release -p netguard`). Everything runs in four network namespaces this
+//! process creates and removes (also on failure). About 2–3 minutes.
+//!
+//! `NETGUARD_LIMITER_PARTS=traffic` or `=cost` runs one part only, for working on the bench:
+//! the section is printed but BENCHMARKS.md is left alone.
+
+#[path = "limiter/cost.rs"]
+mod cost;
+#[path = "limiter/iperf.rs"]
+mod iperf;
+#[path = "limiter/report.rs"]
+mod report;
+#[path = "limiter/sys.rs"]
+mod sys;
+#[path = "limiter/traffic.rs"]
+mod traffic;
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use netguard_tests::{Daemon, TempDir, daemon::READY_TIMEOUT, limiter_sandbox::LimiterSandbox};
+
+use crate::traffic::{Bed, Kind, LimiterResult, Run};
+
+const TOOLS: [(&str, &str); 5] = [
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("nft", "nftables"),
+    ("iperf3", "iperf3"),
+];
+
+/// How long the machine is watched, idle, for the background CPU figure (before and after).
+const BACKGROUND: Duration = Duration::from_secs(2);
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nlimiter bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn step(msg: impl AsRef<str>) {
+    println!("--> {}", msg.as_ref());
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn run() -> Result<()> {
+    let started = Instant::now();
+    let parts = std::env::var("NETGUARD_LIMITER_PARTS").unwrap_or_default();
+    let (do_traffic, do_cost) = match parts.as_str() {
+        "" | "all" => (true, true),
+        "traffic" => (true, false),
+        "cost" => (false, true),
+        other => bail!("NETGUARD_LIMITER_PARTS={other:?}: expected traffic, cost or all"),
+    };
+    let bin = preflight(do_traffic)?;
+    let traffic = if do_traffic {
+        Some(part_traffic(&bin)?)
+    } else {
+        None
+    };
+    let cost = if do_cost {
+        step(format!(
+            "tc program cost: {} programs × {} rounds × {} runs (BPF_PROG_TEST_RUN, CPU {})",
+            cost::subjects().len(),
+            cost::ROUNDS,
+            report::thousands(f64::from(cost::REPEAT)),
+            cost::CPU
+        ));
+        Some(cost::measure()?)
+    } else {
+        None
+    };
+    let section = report::render(traffic.as_ref(), cost.as_ref(), started.elapsed());
+    println!("\n{section}");
+    if !(do_traffic && do_cost) {
+        println!("NETGUARD_LIMITER_PARTS={parts}: BENCHMARKS.md not written");
+        return Ok(());
+    }
+    let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
+    report::write_section(&path, &section)?;
+    println!(
+        "limiter section written to {} ({:.0}s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Root, the tools, two CPUs, the embedded objects; returns the daemon binary.
+fn preflight(need_daemon: bool) -> Result<PathBuf> {
+    if !sys::is_root() {
+        bail!("the benchmark loads eBPF programs and builds network namespaces: run it as root");
+    }
+    for (tool, package) in TOOLS {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            bail!(
+                "`{tool}` not found: install the Debian package `{package}` (`cargo xtask bench` \
+                 provisions it)"
+            );
+        }
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) <= cost::CPU {
+        bail!("the bench pins its measuring thread to CPU {}", cost::CPU);
+    }
+    if netguard::ebpf_object().is_empty() || netguard::floor_object().is_empty() {
+        bail!(
+            "the embedded eBPF objects are empty (built with AYA_BUILD_SKIP=1?): rebuild without it"
+        );
+    }
+    let bin = match std::env::var_os("NETGUARD_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| netguard_tests::workspace_root().join("target"))
+            .join("release")
+            .join("netguard"),
+    };
+    if need_daemon && !bin.is_file() {
+        bail!(
+            "netguard daemon not found at {}: run `cargo build --release -p netguard` (or set \
+             NETGUARD_BIN)",
+            bin.display()
+        );
+    }
+    netguard_tests::daemon::ensure_bpffs();
+    Ok(bin)
+}
+
+/// Part 1's results.
+pub struct TrafficResults {
+    pub limiters: Vec<LimiterResult>,
+    /// No limiter (the XDP filter only), 4 flows.
+    pub baseline: Run,
+    /// Busy CPU-seconds per second of the machine while the bench did nothing (before and
+    /// after the runs).
+    pub background: (f64, f64),
+    pub iface: String,
+    /// What the XDP filter on the uplink dropped over all runs (should be 0).
+    pub xdp_drops: u64,
+    pub iperf3: String,
+    /// The sender's TCP congestion control.
+    pub congestion: String,
+    /// The runs in the order they ran: (limiter, flows).
+    pub order: Vec<(String, usize)>,
+}
+
+fn part_traffic(bin: &std::path::Path) -> Result<TrafficResults> {
+    step("building the sandbox: containers c1 and c2, the host, the remote (4 namespaces)");
+    let sb = LimiterSandbox::new();
+    let dir = TempDir::new().context("temp dir")?;
+    let iface = sb.host_c1_if.clone();
+    let server = iperf::Server::start(&sb.remote, &dir.join("iperf3-server.log"))?;
+    let bed = Bed::new(&sb, &dir, server.pid());
+    let congestion = sb
+        .remote
+        .try_exec(&["sysctl", "-n", "net.ipv4.tcp_congestion_control"])
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    step(format!(
+        "background: the idle machine's CPU for {:.0} s",
+        BACKGROUND.as_secs_f64()
+    ));
+    let before = traffic::background(BACKGROUND)?;
+    println!("    {:.1} % of one CPU", before * 100.0);
+    let specs = traffic::specs(&iface);
+    // Interleaved, so that a busy period of this shared machine does not hit one limiter
+    // only; the order alternates between netguard and nftables.
+    let order = [
+        (Kind::Netguard, 1),
+        (Kind::Nft, 1),
+        (Kind::Tbf, 1),
+        (Kind::Nft, 4),
+        (Kind::Netguard, 4),
+        (Kind::Tbf, 4),
+        (Kind::NftIssueUnits, 4),
+    ];
+    let mut runs: Vec<Vec<Run>> = specs.iter().map(|_| Vec::new()).collect();
+    let mut xdp = 0;
+    let mut ran = Vec::new();
+    for (kind, flows) in order {
+        let i = specs
+            .iter()
+            .position(|s| s.kind == kind)
+            .context("a spec per kind")?;
+        ran.push((specs[i].name.to_string(), flows));
+        let run = traffic::measure(&bed, bin, &specs[i], flows)?;
+        xdp += run.xdp_drops;
+        runs[i].push(run);
+    }
+    let mut limiters: Vec<LimiterResult> = specs
+        .into_iter()
+        .zip(runs)
+        .map(|(spec, mut runs)| {
+            runs.sort_by_key(|r| r.flows);
+            LimiterResult { spec, runs }
+        })
+        .collect();
+    limiters.retain(|l| !l.runs.is_empty());
+
+    step("netguard without the limiter, for the reference download");
+    let cfg = sb.config("");
+    let daemon = Daemon::start_toml(bin, &sb.host, &cfg.pin_path, &cfg.to_toml(), READY_TIMEOUT);
+    step(format!(
+        "no limiter: 4 flows for {} s (the XDP filter only)",
+        traffic::BASELINE_SECS
+    ));
+    let baseline = bed.baseline()?;
+    println!(
+        "    {:.0} Mbit/s of frames, {} retransmits",
+        baseline.frames_steady_bps() / 1e6,
+        baseline.retransmits()
+    );
+    xdp += traffic::xdp_drops(&daemon.stats());
+    drop(daemon);
+    step(format!(
+        "background again: the idle machine's CPU for {:.0} s",
+        BACKGROUND.as_secs_f64()
+    ));
+    let after = traffic::background(BACKGROUND)?;
+    println!("    {:.1} % of one CPU", after * 100.0);
+    Ok(TrafficResults {
+        limiters,
+        baseline,
+        background: (before, after),
+        iface,
+        xdp_drops: xdp,
+        iperf3: version("iperf3"),
+        congestion,
+        order: ran,
+    })
+}
+
+/// A Debian package's version, or "unknown".
+pub fn version(pkg: &str) -> String {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", pkg])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
