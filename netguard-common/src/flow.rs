@@ -21,7 +21,10 @@ const ICMPV6_ECHO_REPLY: u8 = 129;
 /// flow per second keeps the LRU fresh without a map update on every packet.
 pub const REFRESH_INTERVAL_NS: u64 = 1_000_000_000;
 
-#[repr(C)]
+/// Aligned to 8 (the layout is unchanged: 40 bytes, no padding) so that an IPv4 address is
+/// written into the key with one 4-byte store: with the 2-byte alignment of its fields, LLVM
+/// would take the address apart into bytes wherever a key might be built.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub remote: [u8; 16],
@@ -34,6 +37,7 @@ pub struct FlowKey {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::align_of::<FlowKey>() == 8);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -63,25 +67,25 @@ fn write_mapped(out: &mut [u8; 16], addr: &Addr) {
 /// `(remote port, local port, protocol)` of an outbound packet that opens something answerable.
 #[inline(always)]
 fn outbound_ports(t: &Transport) -> Option<(u16, u16, u8)> {
-    Some(match t.kind {
-        L4::Tcp => (t.dst_port, t.src_port, PROTO_TCP),
-        L4::Udp => (t.dst_port, t.src_port, PROTO_UDP),
-        L4::Icmp if t.icmp_type == ICMP_ECHO_REQUEST => (t.icmp_id, 0, PROTO_ICMP),
-        L4::Icmp6 if t.icmp_type == ICMPV6_ECHO_REQUEST => (t.icmp_id, 0, PROTO_ICMPV6),
+    Some(match t.kind() {
+        L4::Tcp => (t.dst_port(), t.src_port(), PROTO_TCP),
+        L4::Udp => (t.dst_port(), t.src_port(), PROTO_UDP),
+        L4::Icmp if t.icmp_type() == ICMP_ECHO_REQUEST => (t.icmp_id(), 0, PROTO_ICMP),
+        L4::Icmp6 if t.icmp_type() == ICMPV6_ECHO_REQUEST => (t.icmp_id(), 0, PROTO_ICMPV6),
         _ => return None,
     })
 }
 
 #[inline(always)]
 fn inbound_ports(t: &Transport) -> Option<(u16, u16, u8)> {
-    Some(match t.kind {
+    Some(match t.kind() {
         // A bare SYN opens a connection; it never answers one the host opened (that answer is
         // a SYN-ACK), so it has no flow to find and SYN floods skip the lookup.
-        L4::Tcp if t.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => return None,
-        L4::Tcp => (t.src_port, t.dst_port, PROTO_TCP),
-        L4::Udp => (t.src_port, t.dst_port, PROTO_UDP),
-        L4::Icmp if t.icmp_type == ICMP_ECHO_REPLY => (t.icmp_id, 0, PROTO_ICMP),
-        L4::Icmp6 if t.icmp_type == ICMPV6_ECHO_REPLY => (t.icmp_id, 0, PROTO_ICMPV6),
+        L4::Tcp if t.tcp_flags() as u16 & (TCP_SYN | TCP_ACK) == TCP_SYN => return None,
+        L4::Tcp => (t.src_port(), t.dst_port(), PROTO_TCP),
+        L4::Udp => (t.src_port(), t.dst_port(), PROTO_UDP),
+        L4::Icmp if t.icmp_type() == ICMP_ECHO_REPLY => (t.icmp_id(), 0, PROTO_ICMP),
+        L4::Icmp6 if t.icmp_type() == ICMPV6_ECHO_REPLY => (t.icmp_id(), 0, PROTO_ICMPV6),
         _ => return None,
     })
 }
@@ -105,6 +109,13 @@ pub fn fill_outbound(key: &mut FlowKey, ip: &IpPacket) -> bool {
     };
     fill(key, &ip.dst, &ip.src, ports);
     true
+}
+
+/// Whether an inbound packet with this transport could answer a flow of the host at all: when
+/// it cannot, no key is built and nothing is looked up.
+#[inline(always)]
+pub fn may_answer(t: &Transport) -> bool {
+    inbound_ports(t).is_some()
 }
 
 /// Fills the zeroed `key` under which an inbound packet would find the flow the host opened.

@@ -10,6 +10,10 @@ pub const COUNTERS: &str = "NG_COUNTERS";
 /// LPM tries of denylisted sources; key data is the address in network byte order.
 pub const DENY_V4: &str = "NG_DENY_V4";
 pub const DENY_V6: &str = "NG_DENY_V6";
+/// Array of `u64`, two bits per /24 of the IPv4 space ([`crate::prefixes::block_state`]):
+/// whether the IPv4 denylist covers the /24, holds longer prefixes inside it (then the trie
+/// answers) or nothing. Memory-mappable, so userspace reads and writes it in place.
+pub const DENY_V4_INDEX: &str = "NG_DENY_V4_IDX";
 /// LPM tries of trusted sources; key data is the address in network byte order.
 pub const TRUSTED_V4: &str = "NG_TRUST_V4";
 pub const TRUSTED_V6: &str = "NG_TRUST_V6";
@@ -31,10 +35,11 @@ pub const PN_GATEWAYS: &str = "NG_PN_GATEWAYS";
 pub const PN_COUNTERS: &str = "NG_PN_COUNTERS";
 
 /// Every map the programs declare, in the order `netguard stats`/`detach` walk them.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     CONFIG,
     COUNTERS,
     DENY_V4,
+    DENY_V4_INDEX,
     DENY_V6,
     TRUSTED_V4,
     TRUSTED_V6,
@@ -81,7 +86,10 @@ pub const V6_KEY_LEN: usize = 16;
 /// checking its type or sizes; a new layout gets a new directory name, so a daemon with other
 /// layouts never shares maps with a different shape (it builds fresh ones and the old directory
 /// is removed once the programs are swapped). Bump on any map layout change.
-pub const MAPS_DIR: &str = "maps-v1";
+pub const MAPS_DIR: &str = "maps-v2";
+
+/// `BPF_F_MMAPABLE`: the denylist index is created with it.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Kernel map type numbers (`enum bpf_map_type`) of the maps netguard declares.
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -117,7 +125,7 @@ const fn layout(
 }
 
 /// Every map's expected layout; the loader checks pinned maps against it before reusing them.
-pub const LAYOUTS: [MapLayout; 13] = [
+pub const LAYOUTS: [MapLayout; 14] = [
     layout(
         CONFIG,
         BPF_MAP_TYPE_ARRAY,
@@ -138,6 +146,13 @@ pub const LAYOUTS: [MapLayout; 13] = [
         4 + V4_KEY_LEN,
         1,
         DENY_V4_CAPACITY,
+    ),
+    layout(
+        DENY_V4_INDEX,
+        BPF_MAP_TYPE_ARRAY,
+        4,
+        8,
+        crate::prefixes::V4_INDEX_WORDS,
     ),
     layout(
         DENY_V6,

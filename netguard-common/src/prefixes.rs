@@ -74,9 +74,11 @@ impl<const V4: usize, const V6: usize> Prefixes<V4, V6> {
     #[inline(always)]
     pub fn contains(&self, addr: &Addr) -> bool {
         if addr.is_v6() {
-            let (hi, lo) = split(addr.v6_octets());
+            let [a, b, c, d] = addr.v6_words();
+            let (hi, lo) = (join(a, b), join(c, d));
+            let n = (self.v6_len as usize).min(V6);
             let mut i = 0;
-            while i < V6 && i < self.v6_len as usize {
+            while i < n {
                 let [net_hi, net_lo, mask_hi, mask_lo] = self.v6[i];
                 if hi & mask_hi == net_hi && lo & mask_lo == net_lo {
                     return true;
@@ -85,11 +87,14 @@ impl<const V4: usize, const V6: usize> Prefixes<V4, V6> {
             }
             false
         } else {
-            let a = u32::from_ne_bytes(addr.v4_octets());
+            // Compared as u64: BPF registers are 64-bit, and u32 compares would cost LLVM a
+            // zero-extension of each operand.
+            let a = addr.v4_word() as u64;
+            let n = (self.v4_len as usize).min(V4);
             let mut i = 0;
-            while i < V4 && i < self.v4_len as usize {
+            while i < n {
                 let [net, mask] = self.v4[i];
-                if a & mask == net {
+                if a & mask as u64 == net as u64 {
                     return true;
                 }
                 i += 1;
@@ -99,6 +104,13 @@ impl<const V4: usize, const V6: usize> Prefixes<V4, V6> {
     }
 }
 
+/// Two words in memory order as the `u64` of their eight bytes (`u64::from_ne_bytes`).
+#[inline(always)]
+fn join(a: u32, b: u32) -> u64 {
+    let (a, b) = (a.to_ne_bytes(), b.to_ne_bytes());
+    u64::from_ne_bytes([a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+}
+
 #[inline(always)]
 fn split(a: &[u8; 16]) -> (u64, u64) {
     let mut hi = [0u8; 8];
@@ -106,6 +118,56 @@ fn split(a: &[u8; 16]) -> (u64, u64) {
     hi.copy_from_slice(&a[..8]);
     lo.copy_from_slice(&a[8..]);
     (u64::from_ne_bytes(hi), u64::from_ne_bytes(lo))
+}
+
+// ---- the IPv4 denylist's /24 index ------------------------------------------------------------
+
+/// Two bits per /24 ("block") of the IPv4 space, 32 blocks per `u64` word of the index map
+/// ([`crate::maps::DENY_V4_INDEX`]): what the IPv4 denylist holds for the block. Most sources
+/// get their answer from this one array read, whatever the size of the list; only blocks that
+/// hold prefixes longer than /24 (and no shorter prefix covering them) need the exact lookup.
+///
+/// Nothing in the list touches this /24: not denied.
+pub const BLOCK_CLEAN: u8 = 0;
+/// Prefixes longer than /24 lie inside the block: the trie answers.
+pub const BLOCK_PARTIAL: u8 = 2;
+/// A prefix of /24 or shorter covers the whole block: denied.
+pub const BLOCK_ALL: u8 = 3;
+
+pub const V4_BLOCKS: u32 = 1 << 24;
+pub const BLOCKS_PER_WORD: u32 = 32;
+/// Entries (`u64` words) of the index map: 4 MiB.
+pub const V4_INDEX_WORDS: u32 = V4_BLOCKS / BLOCKS_PER_WORD;
+
+/// The /24 an IPv4 address lies in, as a number: `a.b.c.0/24` is `a << 16 | b << 8 | c`, so the
+/// blocks of a prefix are consecutive numbers.
+#[inline(always)]
+pub const fn block_of(addr: &Addr) -> u32 {
+    u32::from_be(addr.v4_word()) >> 8
+}
+
+/// The blocks a prefix of `prefix_len` at `network` touches (one for /24 and longer).
+pub fn blocks_of_prefix(network: [u8; 4], prefix_len: u8) -> core::ops::Range<u32> {
+    let span = 1u32 << (24 - prefix_len.min(24));
+    let first = u32::from_be_bytes([0, network[0], network[1], network[2]]) & !(span - 1);
+    first..first + span
+}
+
+/// The state of `block` in the index word that holds it (word `block / BLOCKS_PER_WORD`).
+#[inline(always)]
+pub const fn block_state(word: u64, block: u32) -> u8 {
+    ((word >> ((block % BLOCKS_PER_WORD) * 2)) & 3) as u8
+}
+
+/// The strength order of the states, which is also their numeric order: a block whose state is
+/// at least what its prefixes need never misses one of them.
+#[inline(always)]
+pub const fn state_for_prefix_len(prefix_len: u8) -> u8 {
+    if prefix_len <= 24 {
+        BLOCK_ALL
+    } else {
+        BLOCK_PARTIAL
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +194,26 @@ mod tests {
         assert!(!p.add_v4([0; 4], 33));
         assert!(p.add_v4([0; 4], 0), "/0 matches everything");
         assert!(p.contains(&Addr::v4([8, 8, 8, 8])));
+    }
+
+    #[test]
+    fn block_index_layout() {
+        let a = Addr::v4([198, 51, 100, 7]);
+        assert_eq!(block_of(&a), 198 << 16 | 51 << 8 | 100);
+        assert_eq!(blocks_of_prefix([198, 51, 100, 0], 22).count(), 4);
+        for (i, b) in blocks_of_prefix([198, 51, 100, 0], 22).enumerate() {
+            let inside = Addr::v4([198, 51, 100 + i as u8, 9]);
+            assert_eq!(b, block_of(&inside));
+        }
+        assert!(blocks_of_prefix([198, 51, 100, 128], 25).eq([block_of(&a)]));
+        assert_eq!(blocks_of_prefix([0; 4], 0).count(), V4_BLOCKS as usize);
+        let block = block_of(&a);
+        let word = (BLOCK_ALL as u64) << ((block % BLOCKS_PER_WORD) * 2);
+        assert_eq!(block_state(word, block), BLOCK_ALL);
+        assert_eq!(block_state(word, block + 1), BLOCK_CLEAN);
+        assert_eq!(block_state(u64::MAX, 31), 3);
+        assert_eq!(V4_INDEX_WORDS as u64 * 8, 4 << 20);
+        const { assert!(BLOCK_CLEAN < BLOCK_PARTIAL && BLOCK_PARTIAL < BLOCK_ALL) };
     }
 
     #[test]

@@ -6,6 +6,8 @@
 #![no_main]
 // Compare-and-swap and fetch-and-add on map values: `core::sync::atomic` has no BPF lowering.
 #![feature(core_intrinsics)]
+// Packet loads of a field's own width at any offset (see `access::XdpHeader`).
+#![feature(asm_experimental_arch)]
 #![expect(
     internal_features,
     reason = "core::intrinsics atomics are the only BPF atomics"
@@ -28,10 +30,11 @@ use aya_ebpf::{
 };
 use netguard_common::{
     flow::{self, FlowKey, FlowValue, REFRESH_INTERVAL_NS},
-    maps::{DENY_V4_CAPACITY, DENY_V6_CAPACITY, FLOWS_CAPACITY, TRUSTED_CAPACITY},
+    maps::{BPF_F_MMAPABLE, DENY_V4_CAPACITY, DENY_V6_CAPACITY, FLOWS_CAPACITY, TRUSTED_CAPACITY},
     packet::{self, Addr, FrameKind, IpPacket, L4, PacketBytes as _},
     policy::{FLAG_AUDIT, FilterConfig},
-    reason::{COUNTER_SLOTS, Counter, Reason},
+    prefixes::{BLOCK_ALL, BLOCK_CLEAN, BLOCKS_PER_WORD, V4_INDEX_WORDS, block_of, block_state},
+    reason::{COUNTER_SLOTS, Counter, REASON_COUNT, Reason},
     verdict::{self, Tables},
 };
 
@@ -45,6 +48,9 @@ static NG_COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuArr
 #[btf_map]
 static NG_DENY_V4: LpmTrie<[u8; 4], u8, { DENY_V4_CAPACITY as usize }> = LpmTrie::new();
 #[btf_map]
+static NG_DENY_V4_IDX: Array<u64, { V4_INDEX_WORDS as usize }, { BPF_F_MMAPABLE as usize }> =
+    Array::new();
+#[btf_map]
 static NG_DENY_V6: LpmTrie<[u8; 16], u8, { DENY_V6_CAPACITY as usize }> = LpmTrie::new();
 #[btf_map]
 static NG_TRUST_V4: LpmTrie<[u8; 4], u8, { TRUSTED_CAPACITY as usize }> = LpmTrie::new();
@@ -52,6 +58,35 @@ static NG_TRUST_V4: LpmTrie<[u8; 4], u8, { TRUSTED_CAPACITY as usize }> = LpmTri
 static NG_TRUST_V6: LpmTrie<[u8; 16], u8, { TRUSTED_CAPACITY as usize }> = LpmTrie::new();
 #[btf_map]
 static NG_FLOWS: LruHashMap<FlowKey, FlowValue, { FLOWS_CAPACITY as usize }> = LruHashMap::new();
+
+/// The LPM key of one IPv4 address (`/32`), laid out like `Key<[u8; 4]>` but built from the
+/// address word: aya's key type is packed (alignment 1), and LLVM takes an address stored into
+/// it apart into bytes, which then spill to the stack on the hot path.
+#[repr(C, align(4))]
+struct V4Key {
+    prefix_len: u32,
+    data: u32,
+}
+
+#[inline(always)]
+fn v4_key(addr: &Addr) -> V4Key {
+    V4Key {
+        prefix_len: 32,
+        data: addr.v4_word(),
+    }
+}
+
+impl V4Key {
+    #[inline(always)]
+    fn as_key(&self) -> &Key<[u8; 4]> {
+        const {
+            assert!(core::mem::size_of::<V4Key>() == core::mem::size_of::<Key<[u8; 4]>>());
+        }
+        // SAFETY: same size and field offsets (`Key` is packed: u32 then four bytes), every bit
+        // pattern is valid for both, and `Key`'s alignment (1) is below `V4Key`'s.
+        unsafe { &*(self as *const V4Key).cast::<Key<[u8; 4]>>() }
+    }
+}
 
 struct MapTables<'a> {
     cfg: &'a FilterConfig,
@@ -61,10 +96,19 @@ impl Tables for MapTables<'_> {
     #[inline(always)]
     fn is_denied(&self, src: &Addr) -> bool {
         if src.is_v6() {
-            NG_DENY_V6.get(&Key::new(128, *src.v6_octets())).is_some()
-        } else {
-            NG_DENY_V4.get(&Key::new(32, src.v4_octets())).is_some()
+            return NG_DENY_V6.get(&Key::new(128, *src.v6_octets())).is_some();
         }
+        // The /24 index answers most sources with one array read; blocks holding longer
+        // prefixes (and a missing word, which cannot happen) go to the trie.
+        let block = block_of(src);
+        if let Some(word) = NG_DENY_V4_IDX.get(block / BLOCKS_PER_WORD) {
+            match block_state(*word, block) {
+                BLOCK_CLEAN => return false,
+                BLOCK_ALL => return true,
+                _ => {}
+            }
+        }
+        NG_DENY_V4.get(v4_key(src).as_key()).is_some()
     }
 
     #[inline(always)]
@@ -72,7 +116,7 @@ impl Tables for MapTables<'_> {
         if src.is_v6() {
             NG_TRUST_V6.get(&Key::new(128, *src.v6_octets())).is_some()
         } else {
-            NG_TRUST_V4.get(&Key::new(32, src.v4_octets())).is_some()
+            NG_TRUST_V4.get(v4_key(src).as_key()).is_some()
         }
     }
 
@@ -102,26 +146,60 @@ pub fn netguard_xdp(ctx: XdpContext) -> u32 {
         // Index 0 of a one-entry array always exists; this only satisfies the type.
         return xdp_action::XDP_PASS;
     };
-    let frame = packet::parse(&bytes);
-    let reason = verdict::decide(&frame, cfg, &MapTables { cfg });
-    finish(reason, cfg.has(FLAG_AUDIT), bytes.len() as u64)
+    // The length is all the counter needs of the packet: taken here, one register instead of
+    // the two packet pointers stays live through the decision (where only four registers
+    // survive a helper call).
+    let len = opaque(bytes.len() as u64);
+    let reason = verdict::judge(&bytes, cfg, &MapTables { cfg });
+    finish(reason, cfg.has(FLAG_AUDIT), len)
 }
 
-/// Every XDP exit goes through here: count the reason, then return what it implies.
+/// `v`, computed at this point: the compiler may not recompute it later from its inputs.
+#[inline(always)]
+fn opaque(mut v: u64) -> u64 {
+    // SAFETY: an empty instruction sequence; it only pins `v` to a register here.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Bit `r` set: enforce mode drops reason `r` (`Reason::drops`, as one word).
+const DROP_MASK: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        if Reason::ALL[i].drops() {
+            mask |= 1 << Reason::ALL[i] as u32;
+        }
+        i += 1;
+    }
+    mask
+};
+
+/// Every XDP exit goes through here: count the reason, then return what it implies. The same
+/// as `counter_index(audit)` and `drops() && !audit`, with the mask instead of matches.
 #[inline(always)]
 fn finish(reason: Reason, audit: bool, bytes: u64) -> u32 {
-    if let Some(c) = NG_COUNTERS.get_ptr_mut(reason.counter_index(audit)) {
+    // Through u8: a reason is below 256, and LLVM then masks one byte instead of shifting out
+    // 32 bits.
+    let r = u64::from(reason as u8);
+    let drops = (u64::from(DROP_MASK) >> r) & 1;
+    let (slot, action) = if audit {
+        (r + drops * u64::from(REASON_COUNT), xdp_action::XDP_PASS)
+    } else if drops != 0 {
+        (r, xdp_action::XDP_DROP)
+    } else {
+        (r, xdp_action::XDP_PASS)
+    };
+    if let Some(c) = NG_COUNTERS.get_ptr_mut(slot as u32) {
         // SAFETY: per-CPU slot of this CPU; XDP runs with preemption off, so nothing else writes it.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
         }
     }
-    if reason.drops() && !audit {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
-    }
+    action
 }
 
 /// Records the flows the host opens so the XDP filter lets their answers in.
@@ -144,7 +222,7 @@ fn track(ip: &IpPacket) {
         return;
     }
     // Answers of the host's own services: inbound traffic to those ports passes anyway.
-    if ip.transport.kind == L4::Tcp && cfg.tcp_port_allowed(ip.transport.src_port) {
+    if ip.transport.kind() == L4::Tcp && cfg.tcp_port_allowed(ip.transport.src_port()) {
         return;
     }
     let mut key = FlowKey::default();

@@ -9,6 +9,8 @@ use netguard_common::policy::{
     FLAG_AUDIT, FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FLAG_HAS_TRUSTED_V4, FLAG_HAS_TRUSTED_V6,
     FLAG_ICMP_ESSENTIAL, FLAG_IPV6_FILTER, FilterConfig,
 };
+#[cfg(test)]
+use netguard_common::policy::{FLAG_TRUSTED_INLINE, MAX_TRUSTED_INLINE_V4};
 
 use crate::{
     config::{Action, Config, IcmpMode, Ipv6Mode, RatelimitConfig},
@@ -70,7 +72,8 @@ pub fn override_key(addr: std::net::IpAddr) -> OverrideKey {
 /// Builds the plan. The config must have passed `validate()` (ingress table sizes, ports).
 pub fn plan(config: &Config, denylist: &Denylist) -> MapPlan {
     let (trusted_v4, trusted_v6) = split(&config.xdp.trusted_sources);
-    let filter = filter_config(config, denylist, &trusted_v4, &trusted_v6);
+    let mut filter = filter_config(config, denylist, &trusted_v4, &trusted_v6);
+    inline_trusted(&mut filter, &trusted_v4, &trusted_v6);
     MapPlan {
         filter,
         deny_v4: denylist.v4.clone(),
@@ -110,6 +113,21 @@ fn filter_config(
     f.flow_timeout_tcp_ns = x.flow_timeout_tcp_secs.saturating_mul(1_000_000_000);
     f.flow_timeout_other_ns = x.flow_timeout_udp_secs.saturating_mul(1_000_000_000);
     f
+}
+
+/// Puts the trusted lists into the policy value when they fit
+/// (`FilterConfig::set_trusted_inline`), so the filter compares a few words instead of looking
+/// up the trusted tries; longer lists stay in the tries only.
+pub fn inline_trusted(f: &mut FilterConfig, v4: &[Ipv4Net], v6: &[Ipv6Net]) {
+    let v4: Vec<([u8; 4], u8)> = v4
+        .iter()
+        .map(|n| (n.network().octets(), n.prefix_len()))
+        .collect();
+    let v6: Vec<([u8; 16], u8)> = v6
+        .iter()
+        .map(|n| (n.network().octets(), n.prefix_len()))
+        .collect();
+    f.set_trusted_inline(&v4, &v6);
 }
 
 pub fn split(nets: &[IpNet]) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
@@ -175,6 +193,29 @@ mod tests {
         assert!(!p.filter.has(FLAG_IPV6_FILTER));
         assert_eq!(p.filter.flags & (FLAG_HAS_DENY_V4 | FLAG_HAS_TRUSTED_V4), 0);
         assert_eq!(p.filter.flow_timeout_tcp_ns, 600_000_000_000);
+        assert!(
+            p.filter.has(FLAG_TRUSTED_INLINE),
+            "an empty list fits inline"
+        );
+    }
+
+    #[test]
+    fn long_trusted_lists_stay_in_the_tries() {
+        let many: Vec<String> = (0..=MAX_TRUSTED_INLINE_V4)
+            .map(|i| format!("\"192.0.2.{i}/32\""))
+            .collect();
+        let c = config(&format!(
+            "[xdp]\ninterface = \"eth0\"\ntrusted_sources = [{}]\n",
+            many.join(", ")
+        ));
+        let p = plan(&c, &Denylist::default());
+        assert!(!p.filter.has(FLAG_TRUSTED_INLINE));
+        assert!(p.filter.has(FLAG_HAS_TRUSTED_V4));
+        assert_eq!(p.trusted_v4.len(), MAX_TRUSTED_INLINE_V4 + 1);
+        let few = config("[xdp]\ninterface = \"eth0\"\ntrusted_sources = [\"192.0.2.0/24\"]\n");
+        let p = plan(&few, &Denylist::default());
+        assert!(p.filter.has(FLAG_TRUSTED_INLINE));
+        assert!(p.filter.trusted.contains(&Addr::v4([192, 0, 2, 77])));
     }
 
     #[test]
@@ -198,6 +239,7 @@ mod tests {
         };
         let p = plan(&c, &deny);
         let mut expected = golden::fixture_config(golden::DEFAULT_MODE);
+        assert!(expected.set_trusted_inline(&golden::TRUSTED_V4, &[]));
         expected.flow_timeout_tcp_ns = p.filter.flow_timeout_tcp_ns;
         expected.flow_timeout_other_ns = p.filter.flow_timeout_other_ns;
         assert_eq!(p.filter, expected);

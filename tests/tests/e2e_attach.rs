@@ -204,7 +204,7 @@ fn management_address_is_not_guarded() {
 fn bpftool_lists_pinned_maps_by_name_with_named_fields() {
     let sb = Sandbox::new();
     let daemon = Daemon::start(&sb.edge, &Config::for_sandbox(&sb));
-    let maps_dir = daemon.pin_path().join("maps-v1");
+    let maps_dir = daemon.pin_path().join(netguard_common::maps::MAPS_DIR);
     let run = |args: &[&str]| {
         let out = cmd::run(
             std::process::Command::new("bpftool").args(args),

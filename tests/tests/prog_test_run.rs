@@ -4,16 +4,21 @@
 
 use aya::{
     Ebpf, EbpfLoader, TestRunOptions,
-    maps::{Array, HashMap, LpmTrie, MapData, MapInfo, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, MapData, MapInfo},
     programs::{SchedClassifier, TestRun as _, Xdp},
+};
+use netguard::{
+    policy::{LimiterPlan, MapPlan},
+    tables::Tables,
 };
 use netguard_common::{
     flow::{FlowKey, FlowValue},
     golden::{self, Mode},
+    limiter::LimiterConfig,
     maps,
     packet::{ETH_HLEN, ETH_P_IPV4},
     policy::{FLAG_AUDIT, FilterConfig},
-    reason::{COUNTER_SLOTS, Counter, Reason},
+    reason::{Counter, Reason},
 };
 
 const XDP_DROP: u32 = 1;
@@ -29,52 +34,69 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The object loaded without pins, its maps filled with the golden fixture.
+/// How the trusted list reaches the program: inline in the policy value (what the daemon
+/// writes for short lists) or only through the tries (long lists).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trusted {
+    Inline,
+    Tries,
+}
+
+/// `a.b.c.d/len` (or an IPv6 prefix), parsed into whatever prefix type the context wants (the
+/// tests crate does not depend on `ipnet` itself).
+fn net<T: std::str::FromStr>(text: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    text.parse().expect("prefix")
+}
+
+fn v4<T: std::str::FromStr>(addr: [u8; 4], len: u8) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    net(&format!("{}/{len}", std::net::Ipv4Addr::from(addr)))
+}
+
+/// The golden fixture's tables as the daemon would write them.
+fn fixture_plan() -> MapPlan {
+    MapPlan {
+        filter: golden::fixture_config(golden::DEFAULT_MODE),
+        deny_v4: golden::DENY_V4.iter().map(|(n, l)| v4(*n, *l)).collect(),
+        deny_v6: golden::DENY_V6
+            .iter()
+            .map(|(n, l)| net(&format!("{}/{l}", std::net::Ipv6Addr::from(*n))))
+            .collect(),
+        trusted_v4: golden::TRUSTED_V4.iter().map(|(n, l)| v4(*n, *l)).collect(),
+        trusted_v6: Vec::new(),
+        limiter: LimiterPlan {
+            config: LimiterConfig::EMPTY,
+            overrides: Vec::new(),
+        },
+    }
+}
+
+/// The object loaded without pins, its maps filled with the golden fixture through the
+/// daemon's own table code (tries, the /24 index, the policy value).
 struct Fixture {
     ebpf: Ebpf,
+    tables: Tables,
+    trusted: Trusted,
 }
 
 impl Fixture {
     fn new() -> Self {
+        Self::with(Trusted::Inline)
+    }
+
+    fn with(trusted: Trusted) -> Self {
         let mut ebpf = EbpfLoader::new()
             .load(netguard::ebpf_object())
             .expect("load eBPF object");
-        {
-            let mut deny4: LpmTrie<&mut MapData, [u8; 4], u8> = ebpf
-                .map_mut(maps::DENY_V4)
-                .expect("deny v4")
-                .try_into()
-                .expect("lpm");
-            for (net, len) in golden::DENY_V4 {
-                deny4
-                    .insert(&Key::new(len.into(), net), 1, 0)
-                    .expect("insert");
-            }
-        }
-        {
-            let mut deny6: LpmTrie<&mut MapData, [u8; 16], u8> = ebpf
-                .map_mut(maps::DENY_V6)
-                .expect("deny v6")
-                .try_into()
-                .expect("lpm");
-            for (net, len) in golden::DENY_V6 {
-                deny6
-                    .insert(&Key::new(len.into(), net), 1, 0)
-                    .expect("insert");
-            }
-        }
-        {
-            let mut trust4: LpmTrie<&mut MapData, [u8; 4], u8> = ebpf
-                .map_mut(maps::TRUSTED_V4)
-                .expect("trusted")
-                .try_into()
-                .expect("lpm");
-            for (net, len) in golden::TRUSTED_V4 {
-                trust4
-                    .insert(&Key::new(len.into(), net), 1, 0)
-                    .expect("insert");
-            }
-        }
+        let mut tables = Tables::from_ebpf(&mut ebpf).expect("tables");
+        tables
+            .apply(&fixture_plan(), &mut |_| {})
+            .expect("apply the fixture");
         {
             let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> = ebpf
                 .map_mut(maps::FLOWS)
@@ -103,41 +125,28 @@ impl Fixture {
             .try_into()
             .expect("tc");
         p.load().expect("verifier accepts the tc program");
-        Self { ebpf }
+        let mut fx = Self {
+            ebpf,
+            tables,
+            trusted,
+        };
+        fx.set_mode(golden::DEFAULT_MODE, false);
+        fx
     }
 
     fn set_mode(&mut self, mode: Mode, audit: bool) {
         let mut cfg: FilterConfig = golden::fixture_config(mode);
+        if self.trusted == Trusted::Inline {
+            assert!(cfg.set_trusted_inline(&golden::TRUSTED_V4, &[]));
+        }
         if audit {
             cfg.flags |= FLAG_AUDIT;
         }
-        let mut a: Array<&mut MapData, FilterConfig> = self
-            .ebpf
-            .map_mut(maps::CONFIG)
-            .expect("config")
-            .try_into()
-            .expect("array");
-        a.set(0, cfg, 0).expect("set config");
+        self.tables.set_filter_config(&cfg).expect("set config");
     }
 
     fn counters(&self) -> Vec<Counter> {
-        let c: PerCpuArray<&MapData, Counter> = self
-            .ebpf
-            .map(maps::COUNTERS)
-            .expect("counters")
-            .try_into()
-            .expect("per-cpu array");
-        (0..COUNTER_SLOTS)
-            .map(|i| {
-                c.get(&i, 0)
-                    .expect("read counter")
-                    .iter()
-                    .fold(Counter::default(), |a, c| Counter {
-                        packets: a.packets + c.packets,
-                        bytes: a.bytes + c.bytes,
-                    })
-            })
-            .collect()
+        self.tables.counters().expect("read counters")
     }
 
     fn run_xdp(&mut self, frame: &[u8]) -> u32 {
@@ -189,11 +198,19 @@ impl Fixture {
         };
         (verdict, i, delta)
     }
+
+    /// The reason the program gives `frame`, checked to be the only counter that moved.
+    fn reason(&mut self, frame: &[u8]) -> Reason {
+        let (verdict, slot, _) = self.judge(frame);
+        let reason = Reason::from_index(slot as u32).expect("enforce bank");
+        let want = if reason.drops() { XDP_DROP } else { XDP_PASS };
+        assert_eq!(verdict, want, "{reason:?}");
+        reason
+    }
 }
 
-#[test]
-fn golden_packets_get_their_verdict_and_counter() {
-    let mut fx = Fixture::new();
+/// Every golden packet under `fx`: the verdict and the one counter that moved.
+fn check_golden(fx: &mut Fixture) {
     let mut failures = Vec::new();
     for case in golden::table() {
         if case.frame.len() < ETH_HLEN {
@@ -222,7 +239,84 @@ fn golden_packets_get_their_verdict_and_counter() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(failures.is_empty(), "{:?}: {failures:#?}", fx.trusted);
+}
+
+#[test]
+fn golden_packets_get_their_verdict_and_counter() {
+    check_golden(&mut Fixture::with(Trusted::Inline));
+}
+
+#[test]
+fn golden_packets_with_the_trusted_list_in_the_tries() {
+    check_golden(&mut Fixture::with(Trusted::Tries));
+}
+
+/// `deny add`/`del` on the live maps, through the /24 index's three states: a block the
+/// denylist does not touch, one a short prefix covers, one holding longer prefixes (the trie
+/// answers), and back.
+#[test]
+fn denylist_index_follows_add_and_del() {
+    let mut fx = Fixture::new();
+    let syn = |src| golden::v4_tcp(src, golden::EDGE, 443);
+    let client = syn(golden::CLIENT);
+    let neighbour = syn([192, 0, 2, 200]);
+    assert_eq!(fx.reason(&client), Reason::Passed, "clean block");
+
+    fx.tables.deny_add(&[net("192.0.2.99/32")]).expect("add");
+    assert_eq!(fx.reason(&client), Reason::Denylisted, "/32 in its block");
+    assert_eq!(
+        fx.reason(&neighbour),
+        Reason::Passed,
+        "same block, trie miss"
+    );
+
+    fx.tables.deny_add(&[net("192.0.0.0/16")]).expect("add");
+    assert_eq!(fx.reason(&neighbour), Reason::Denylisted, "covered block");
+    let missing = fx.tables.deny_del(&[net("192.0.0.0/16")]).expect("del");
+    assert!(missing.is_empty());
+    assert_eq!(fx.reason(&neighbour), Reason::Passed, "back to partial");
+    assert_eq!(fx.reason(&client), Reason::Denylisted, "the /32 stayed");
+
+    fx.tables.deny_add(&[net("192.0.2.192/26")]).expect("add");
+    assert_eq!(
+        fx.reason(&neighbour),
+        Reason::Denylisted,
+        "/26 inside the block"
+    );
+    fx.tables
+        .deny_del(&[net("192.0.2.99/32"), net("192.0.2.192/26")])
+        .expect("del");
+    assert_eq!(fx.reason(&client), Reason::Passed);
+    assert_eq!(fx.reason(&neighbour), Reason::Passed);
+    // The trusted source's block now only holds the fixture's trusted /32: untouched.
+    assert_eq!(fx.reason(&syn(golden::TRUSTED)), Reason::Trusted);
+    assert_eq!(
+        fx.reason(&syn(golden::DENIED)),
+        Reason::Denylisted,
+        "the fixture's /24 never moved"
+    );
+    let listed = fx.tables.deny_list().expect("list");
+    assert_eq!(listed.len(), 2, "the fixture's two prefixes: {listed:?}");
+}
+
+/// A reload that swaps prefixes keeps the index exact: `apply` raises, then lowers.
+#[test]
+fn denylist_index_follows_a_reload() {
+    let mut fx = Fixture::new();
+    let client = golden::v4_tcp(golden::CLIENT, golden::EDGE, 443);
+    let mut plan = fixture_plan();
+    plan.deny_v4 = vec![v4([192, 0, 0, 0], 22), v4([10, 0, 0, 0], 8)];
+    fx.tables.apply(&plan, &mut |_| {}).expect("apply");
+    fx.set_mode(golden::DEFAULT_MODE, false);
+    assert_eq!(fx.reason(&client), Reason::Denylisted);
+    let denied = golden::v4_tcp(golden::DENIED, golden::EDGE, 443);
+    assert_eq!(fx.reason(&denied), Reason::Passed, "198.51.100.0/24 left");
+    plan.deny_v4 = vec![v4([192, 0, 2, 96], 29)];
+    fx.tables.apply(&plan, &mut |_| {}).expect("apply");
+    assert_eq!(fx.reason(&client), Reason::Denylisted, "inside the /29");
+    let other = golden::v4_tcp([192, 0, 3, 1], golden::EDGE, 443);
+    assert_eq!(fx.reason(&other), Reason::Passed, "the /22 left");
 }
 
 #[test]
@@ -318,10 +412,12 @@ fn flow_tracker_opens_return_path_for_that_flow_only() {
 
 #[test]
 fn maps_have_the_expected_layout() {
-    let fx = Fixture::new();
+    // A fresh object: the fixture's table handles have taken its maps out.
+    let ebpf = EbpfLoader::new()
+        .load(netguard::ebpf_object())
+        .expect("load eBPF object");
     for expected in maps::LAYOUTS {
-        let map = fx
-            .ebpf
+        let map = ebpf
             .map(expected.name)
             .unwrap_or_else(|| panic!("map {} missing", expected.name));
         let info = map_info(map);
@@ -351,6 +447,12 @@ fn maps_have_the_expected_layout() {
         );
     }
     assert_eq!(maps::ALL.len(), maps::LAYOUTS.len());
+    let index = map_info(ebpf.map(maps::DENY_V4_INDEX).expect("index"));
+    assert_ne!(
+        index.map_flags() & maps::BPF_F_MMAPABLE,
+        0,
+        "userspace maps the index"
+    );
 }
 
 fn map_info(map: &aya::maps::Map) -> MapInfo {

@@ -10,14 +10,20 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, MapData},
     programs::Xdp,
+};
+use netguard::{
+    policy::{LimiterPlan, MapPlan},
+    tables::Tables,
 };
 use netguard_common::{
     flow::{FlowKey, FlowValue},
-    golden, maps,
+    golden,
+    limiter::LimiterConfig,
+    maps,
     policy::{FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FLAG_HAS_TRUSTED_V4, FilterConfig},
-    reason::{COUNTER_SLOTS, Counter},
+    reason::COUNTER_SLOTS,
 };
 use netguard_tests::{NetNs, cmd};
 
@@ -110,53 +116,87 @@ pub fn random_prefixes(n: usize) -> Vec<(u32, u8)> {
 /// One netguard object, loaded without pins, with its own maps.
 pub struct Netguard {
     pub ebpf: Ebpf,
+    /// The maps the daemon writes, filled through its own table code.
+    tables: Tables,
     pub label: String,
     /// Entries in NG_DENY_V4.
     pub deny_entries: usize,
 }
 
+/// `a.b.c.d/len` parsed into the prefix type the context wants (this crate does not depend on
+/// `ipnet` itself).
+fn prefix<T: std::str::FromStr>(net: [u8; 4], len: u8) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    format!("{}/{len}", std::net::Ipv4Addr::from(net))
+        .parse()
+        .expect("valid prefix")
+}
+
 impl Netguard {
-    /// The golden fixture's tables and config plus `random` denylist prefixes. With
-    /// `empty_tables`, no deny or trusted entries at all and their flags off: what the daemon
-    /// runs with an empty denylist (the lookups are skipped).
+    /// The golden fixture's tables and config plus `random` denylist prefixes, written the way
+    /// the daemon writes them (`Tables::apply`: tries, the denylist's /24 index, the policy
+    /// value). With `empty_tables`, no deny or trusted entries at all and their flags off:
+    /// what the daemon runs with an empty denylist (the lookups are skipped).
     pub fn load(label: &str, random: &[(u32, u8)], empty_tables: bool) -> Result<Netguard> {
         let mut ebpf = EbpfLoader::new()
             .load(netguard::ebpf_object())
             .context("loading netguard's eBPF object (built with AYA_BUILD_SKIP=1?)")?;
         let mut cfg: FilterConfig = golden::fixture_config(golden::DEFAULT_MODE);
-        let mut deny_entries = 0;
+        let mut plan = MapPlan {
+            filter: cfg,
+            deny_v4: Vec::new(),
+            deny_v6: Vec::new(),
+            trusted_v4: Vec::new(),
+            trusted_v6: Vec::new(),
+            limiter: LimiterPlan {
+                config: LimiterConfig::EMPTY,
+                overrides: Vec::new(),
+            },
+        };
         if empty_tables {
             cfg.flags &= !(FLAG_HAS_DENY_V4 | FLAG_HAS_DENY_V6 | FLAG_HAS_TRUSTED_V4);
+            plan.filter = cfg;
         } else {
-            let mut deny4: LpmTrie<&mut MapData, [u8; 4], u8> = map_mut(&mut ebpf, maps::DENY_V4)?;
-            for (net, len) in golden::DENY_V4 {
-                deny4.insert(&Key::new(len.into(), net), 1, 0)?;
-            }
-            let start = Instant::now();
-            for (i, (net, len)) in random.iter().enumerate() {
-                deny4
-                    .insert(&Key::new((*len).into(), net.to_be_bytes()), 1, 0)
-                    .with_context(|| format!("inserting prefix {i} into {}", maps::DENY_V4))?;
-                if (i + 1) % 250_000 == 0 {
+            plan.deny_v4 = golden::DENY_V4
+                .iter()
+                .map(|(net, len)| prefix(*net, *len))
+                .chain(
+                    random
+                        .iter()
+                        .map(|(net, len)| prefix(net.to_be_bytes(), *len)),
+                )
+                .collect();
+            plan.deny_v6 = golden::DENY_V6
+                .iter()
+                .map(|(net, len)| {
+                    format!("{}/{len}", std::net::Ipv6Addr::from(*net))
+                        .parse()
+                        .expect("valid prefix")
+                })
+                .collect();
+            plan.trusted_v4 = golden::TRUSTED_V4
+                .iter()
+                .map(|(net, len)| prefix(*net, *len))
+                .collect();
+        }
+        let deny_entries = plan.deny_v4.len();
+        let mut tables = Tables::from_ebpf(&mut ebpf).context("netguard's maps")?;
+        let start = Instant::now();
+        tables
+            .apply(&plan, &mut |p| {
+                if p.done > 0 && p.done % 250_000 == 0 {
                     println!(
-                        "    {label}: {} of {} prefixes inserted ({:.1}s)",
-                        i + 1,
-                        random.len(),
+                        "    {label}: {} of {} {} entries written ({:.1}s)",
+                        p.done,
+                        p.total,
+                        p.table,
                         start.elapsed().as_secs_f64()
                     );
                 }
-            }
-            deny_entries = random.len() + golden::DENY_V4.len();
-            let mut deny6: LpmTrie<&mut MapData, [u8; 16], u8> = map_mut(&mut ebpf, maps::DENY_V6)?;
-            for (net, len) in golden::DENY_V6 {
-                deny6.insert(&Key::new(len.into(), net), 1, 0)?;
-            }
-            let mut trust4: LpmTrie<&mut MapData, [u8; 4], u8> =
-                map_mut(&mut ebpf, maps::TRUSTED_V4)?;
-            for (net, len) in golden::TRUSTED_V4 {
-                trust4.insert(&Key::new(len.into(), net), 1, 0)?;
-            }
-        }
+            })
+            .with_context(|| format!("filling {label}"))?;
         let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> = map_mut(&mut ebpf, maps::FLOWS)?;
         flows.insert(
             golden::fixture_flow(),
@@ -165,8 +205,6 @@ impl Netguard {
             },
             0,
         )?;
-        let mut config: Array<&mut MapData, FilterConfig> = map_mut(&mut ebpf, maps::CONFIG)?;
-        config.set(0, cfg, 0)?;
         let prog: &mut Xdp = ebpf
             .program_mut(maps::XDP_PROGRAM)
             .context("netguard_xdp missing")?
@@ -174,6 +212,7 @@ impl Netguard {
         prog.load().context("loading netguard_xdp")?;
         Ok(Netguard {
             ebpf,
+            tables,
             label: label.to_string(),
             deny_entries,
         })
@@ -194,12 +233,7 @@ impl Netguard {
     /// Packets counted in one counter slot, summed over CPUs.
     pub fn counter(&self, slot: u32) -> Result<u64> {
         ensure!(slot < COUNTER_SLOTS, "counter slot {slot}");
-        let c: PerCpuArray<&MapData, Counter> = self
-            .ebpf
-            .map(maps::COUNTERS)
-            .context("counters")?
-            .try_into()?;
-        Ok(c.get(&slot, 0)?.iter().map(|c| c.packets).sum())
+        Ok(self.tables.counters()?[slot as usize].packets)
     }
 }
 
