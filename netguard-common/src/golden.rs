@@ -233,6 +233,15 @@ pub fn ext8(next: u8, inner: &[u8]) -> Vec<u8> {
     h
 }
 
+/// A 24-byte IPv6 authentication header (RFC 4302: its length counts 4-octet units minus 2,
+/// unlike the other extension headers) with a 12-byte ICV, before `inner`.
+pub fn ah(next: u8, inner: &[u8]) -> Vec<u8> {
+    let mut h = vec![next, 4, 0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 1];
+    h.extend_from_slice(&[0xa5; 12]);
+    h.extend_from_slice(inner);
+    h
+}
+
 pub fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
     let mut t = Vec::with_capacity(20);
     t.extend_from_slice(&src_port.to_be_bytes());
@@ -346,6 +355,14 @@ pub fn table() -> Vec<Golden> {
         let rt = ext8(60, &dst);
         let hbh = ext8(43, &rt);
         eth(ETH_P_IPV6, &[], &ipv6(CLIENT6, EDGE6, 0, &hbh))
+    };
+    // AH then TCP: the walk must size AH by its own formula, not by the header after it.
+    let v6_ah = |dport: u16| {
+        eth(
+            ETH_P_IPV6,
+            &[],
+            &ipv6(CLIENT6, EDGE6, 51, &ah(6, &syn(dport))),
+        )
     };
     let v6_frag = {
         let mut fh = vec![6, 0, 0, 0, 0, 0, 0, 1];
@@ -616,6 +633,8 @@ pub fn table() -> Vec<Golden> {
             f,
             PortClosed,
         ),
+        g("ipv6_filter_ah_443", v6_ah(443), f, Passed),
+        g("ipv6_filter_ah_22", v6_ah(22), f, PortClosed),
         g(
             "ipv6_filter_ext_chain_at_bound_443",
             ext_chain(packet::MAX_IPV6_EXT_HEADERS, 443),

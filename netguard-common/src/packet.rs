@@ -624,12 +624,15 @@ pub fn ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize) -> Option<IpPacket> {
                 let Some(e) = p.load::<2>(cur) else {
                     break;
                 };
+                let this = next;
                 next = e[0];
                 if next == IPPROTO_HOPOPTS {
                     // Hop-by-hop is only valid first (RFC 8200 §4.1).
                     break;
                 }
-                if next == IPPROTO_AH {
+                // AH counts its length in 4-octet units minus 2 (RFC 4302 §2.2); the others
+                // in 8-octet units minus 1.
+                if this == IPPROTO_AH {
                     (e[1] as usize + 2) * 4
                 } else {
                     (e[1] as usize + 1) * 8
