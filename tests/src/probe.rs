@@ -108,14 +108,8 @@ pub fn tcp_echo(
     })
 }
 
-/// The socket work behind the TCP probes; runs on a thread inside the namespace.
-fn connect(
-    src: Option<SocketAddr>,
-    dst: SocketAddr,
-    timeout: Duration,
-) -> Result<TcpStream, ProbeResult> {
-    let failed =
-        |what: &str| ProbeResult::Failed(format!("{what}: {}", io::Error::last_os_error()));
+/// A non-blocking TCP socket of `dst`'s family.
+fn stream_socket(dst: SocketAddr) -> Result<OwnedFd, ProbeResult> {
     let domain = if dst.is_ipv4() {
         libc::AF_INET
     } else {
@@ -130,10 +124,24 @@ fn connect(
         )
     };
     if raw < 0 {
-        return Err(failed("socket"));
+        return Err(ProbeResult::Failed(format!(
+            "socket: {}",
+            io::Error::last_os_error()
+        )));
     }
     // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The socket work behind the TCP probes; runs on a thread inside the namespace.
+fn connect(
+    src: Option<SocketAddr>,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ProbeResult> {
+    let failed =
+        |what: &str| ProbeResult::Failed(format!("{what}: {}", io::Error::last_os_error()));
+    let fd = stream_socket(dst)?;
     let one: libc::c_int = 1;
     // SAFETY: SO_REUSEADDR takes a c_int; pointer and length describe `one`. It lets a probe
     // bind a fixed source port again while an earlier connection from it is in TIME_WAIT.
@@ -782,24 +790,7 @@ fn probe_loop(
 fn start_connect(src: Option<IpAddr>, dst: SocketAddr) -> Result<Option<OwnedFd>, ProbeResult> {
     let failed =
         |what: &str| ProbeResult::Failed(format!("{what}: {}", io::Error::last_os_error()));
-    let domain = if dst.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2); the result is checked and owned right away.
-    let raw = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if raw < 0 {
-        return Err(failed("socket"));
-    }
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = stream_socket(dst)?;
     if let Some(src) = src {
         let (sa, len) = sockaddr(&SocketAddr::new(src, 0));
         // SAFETY: `sa` is a properly initialised sockaddr of length `len`.
