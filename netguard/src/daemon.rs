@@ -389,6 +389,9 @@ fn reload(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<Prepared, DaemonE
         let _ = loader::detach_limiter_except(&state.paths, &old.ratelimit.interfaces);
         return Err(e.into());
     }
+    if old.admin != new.admin {
+        warn!("[admin] changes take effect on restart");
+    }
     if dns_listens(old) != dns_listens(new) {
         warn!("private_network dns_listen changes take effect on restart");
     }
