@@ -35,10 +35,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    config::AppConfig,
-    loader,
+    config::Config,
     metrics::{self, KernelReadings, ProxyReadings, Readings, ReloadReadings},
-    paths::PinPaths,
+    paths::{PinPaths, TcLink},
     proxy::state::Shared,
     routes::RoutesView,
 };
@@ -111,8 +110,8 @@ pub struct AdminState {
     paths: PinPaths,
     ready: AtomicBool,
     proxy: OnceLock<Arc<Shared>>,
-    /// The apps of the config in force (for `/routes`).
-    apps: RwLock<Arc<Vec<AppConfig>>>,
+    /// The config in force: `/routes` shows its apps, `/readyz` checks its links.
+    config: RwLock<Arc<Config>>,
     reload_tx: mpsc::Sender<ReloadRequest>,
     successes: AtomicU64,
     failures: AtomicU64,
@@ -131,18 +130,15 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl AdminState {
-    /// The state of a daemon starting with `apps`; the receiver gets the reload requests.
-    pub fn new(
-        paths: PinPaths,
-        apps: &[AppConfig],
-    ) -> (Arc<AdminState>, mpsc::Receiver<ReloadRequest>) {
+    /// The state of a daemon starting with `config`; the receiver gets the reload requests.
+    pub fn new(config: &Config) -> (Arc<AdminState>, mpsc::Receiver<ReloadRequest>) {
         // One waiting request is enough: reloads run one at a time and each re-reads the file.
         let (reload_tx, rx) = mpsc::channel(4);
         let state = AdminState {
-            paths,
+            paths: PinPaths::new(&config.daemon.pin_path),
             ready: AtomicBool::new(false),
             proxy: OnceLock::new(),
-            apps: RwLock::new(Arc::new(apps.to_vec())),
+            config: RwLock::new(Arc::new(config.clone())),
             reload_tx,
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -157,29 +153,43 @@ impl AdminState {
         self.ready.store(ready, Relaxed);
     }
 
-    /// Ready, and the XDP link is still pinned (`netguard detach` behind the daemon's back
-    /// makes it unready).
-    pub fn readiness(&self) -> Result<(), &'static str> {
+    /// Ready, and every link the config in force calls for is still pinned (`netguard detach`
+    /// behind the daemon's back makes it unready).
+    pub fn readiness(&self) -> Result<(), String> {
         if !self.ready.load(Relaxed) {
-            return Err("not ready: starting or stopping");
+            return Err("not ready: starting or stopping".into());
         }
-        if !loader::is_attached(&self.paths) {
-            return Err("not ready: the XDP link is no longer pinned (detached?)");
+        let config = self.current();
+        match expected_links(&self.paths, &config)
+            .into_iter()
+            .find(|p| !p.exists())
+        {
+            Some(missing) => Err(format!(
+                "not ready: {} is no longer pinned (detached?)",
+                missing.display()
+            )),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    fn current(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set_proxy(&self, shared: Arc<Shared>) {
         let _ = self.proxy.set(shared);
     }
 
-    /// Counts a reload; a successful one also brings `/routes` to `apps`.
-    pub fn record_reload(&self, applied: Option<&[AppConfig]>, took: Duration) {
+    /// Counts a reload; a successful one also brings `/routes` and `/readyz` to `applied`.
+    pub fn record_reload(&self, applied: Option<&Config>, took: Duration) {
         self.last_duration_micros.store(micros(took), Relaxed);
         match applied {
-            Some(apps) => {
-                *self.apps.write().unwrap_or_else(PoisonError::into_inner) =
-                    Arc::new(apps.to_vec());
+            Some(config) => {
+                *self.config.write().unwrap_or_else(PoisonError::into_inner) =
+                    Arc::new(config.clone());
                 self.last_success_unix_micros.store(unix_micros(), Relaxed);
                 self.successes.fetch_add(1, Relaxed);
             }
@@ -214,14 +224,24 @@ impl AdminState {
     }
 
     pub fn routes(&self) -> RoutesView {
-        let apps = self
-            .apps
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         let health = self.proxy.get().map(|p| &p.health);
-        RoutesView::new(&apps, health, Instant::now())
+        RoutesView::new(&self.current().app, health, Instant::now())
     }
+}
+
+/// The pinned links a daemon running `config` holds: the XDP filter, the flow tracker, and both
+/// directions of the limiter and of private-network isolation on each of their interfaces.
+fn expected_links(paths: &PinPaths, config: &Config) -> Vec<std::path::PathBuf> {
+    let mut out = vec![paths.xdp_link(), paths.flow_track_link()];
+    for i in &config.ratelimit.interfaces {
+        out.push(paths.tc_link(TcLink::LimitUp, i));
+        out.push(paths.tc_link(TcLink::LimitDown, i));
+    }
+    for i in config.private_network.iter().flat_map(|n| &n.interfaces) {
+        out.push(paths.tc_link(TcLink::PrivateIn, i));
+        out.push(paths.tc_link(TcLink::PrivateOut, i));
+    }
+    out
 }
 
 /// The admin endpoint, serving until dropped.
@@ -396,7 +416,7 @@ async fn handle(
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match state.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n"),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why + "\n"),
         },
         "/routes" => json(StatusCode::OK, &state.routes()),
         _ => reload(peer, state).await,
@@ -549,7 +569,13 @@ mod tests {
 
     #[test]
     fn serves_probes_metrics_and_refuses_unknown_paths() {
-        let (state, _rx) = AdminState::new(PinPaths::new("/nonexistent/netguard"), &[]);
+        let config = Config {
+            daemon: crate::config::DaemonConfig {
+                pin_path: "/nonexistent/netguard".into(),
+            },
+            ..Config::default()
+        };
+        let (state, _rx) = AdminState::new(&config);
         let server =
             AdminServer::start("127.0.0.1:0".parse().unwrap(), state.clone()).expect("binds");
         let get =

@@ -153,7 +153,7 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         None => None,
     };
     // Up before the maps are filled, so probes see 503 (not a refused connection) meanwhile.
-    let (admin, admin_reloads) = AdminState::new(PinPaths::new(&cfg.daemon.pin_path), &cfg.app);
+    let (admin, admin_reloads) = AdminState::new(cfg);
     if let Some(p) = &proxy {
         admin.set_proxy(p.shared());
     }
@@ -303,7 +303,7 @@ fn reload_and_record(state: &mut Running, ebpf: &mut aya::Ebpf) -> ReloadAnswer 
     let took = started.elapsed();
     match result {
         Ok(next) => {
-            state.admin.record_reload(Some(&next.config.app), took);
+            state.admin.record_reload(Some(&next.config), took);
             let mut message = format!(
                 "config reloaded from {} in {} ms: {} apps, {} denylist prefixes",
                 state.config_path.display(),

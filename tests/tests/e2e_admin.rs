@@ -716,3 +716,54 @@ fn ten_reloads_under_traffic_fail_no_request_and_leak_no_probe() {
     assert!(daemon.is_running());
     drop(daemon);
 }
+
+#[test]
+fn limiter_metrics_move_and_match_stats_containers() {
+    use netguard_tests::limiter_sandbox::{
+        C1_ADDR, LimiterSandbox, REMOTE_ADDR, bucket, container_stats, ratelimit_toml,
+    };
+    let sb = LimiterSandbox::new();
+    let config = sb.config(&ratelimit_toml(
+        &sb.container_interfaces(),
+        "100kB/s",
+        "64KiB",
+        &[],
+    ));
+    let daemon = Daemon::start(&sb.host, &config);
+    let remote = SocketAddr::new(IpAddr::V4(REMOTE_ADDR), 9);
+    sb.c1.run(|| {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("UDP socket in c1");
+        // One datagram first, so the gateway's address is resolved before the burst.
+        let _ = socket.send_to(b"arp", remote);
+        thread::sleep(Duration::from_millis(300));
+        // 300 × 1400 bytes at once: far over the 64 KiB burst.
+        for _ in 0..300 {
+            let _ = socket.send_to(&[0u8; 1400], remote);
+        }
+    });
+    thread::sleep(Duration::from_millis(200));
+    let m = scrape(&sb.host);
+    let c1 = C1_ADDR.to_string();
+    let metric = |unit: &str, result: &str| {
+        m.value(
+            &format!("netguard_limiter_{unit}_total"),
+            &[
+                ("container", c1.as_str()),
+                ("direction", "upload"),
+                ("result", result),
+            ],
+        )
+    };
+    let passed = metric("packets", "passed");
+    let dropped = metric("packets", "dropped");
+    assert!(passed >= 40.0, "passed {passed}");
+    assert!(dropped >= 100.0, "dropped {dropped}");
+    // The endpoint and `stats --containers` read the same buckets.
+    let rows = container_stats(&daemon);
+    let row = bucket(&rows, C1_ADDR, "upload").expect("c1's upload bucket");
+    assert_eq!(passed as u64, row.passed_packets);
+    assert_eq!(dropped as u64, row.dropped_packets);
+    assert_eq!(metric("bytes", "passed") as u64, row.passed_bytes);
+    assert_eq!(metric("bytes", "dropped") as u64, row.dropped_bytes);
+    drop(daemon);
+}
