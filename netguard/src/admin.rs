@@ -7,7 +7,7 @@
 //! | `/healthz` | GET | 200 while the process serves requests |
 //! | `/readyz` | GET | 200 when every program is attached and the proxy listens, else 503 |
 //! | `/routes` | GET | apps, domains and backend health as JSON ([`crate::routes`]) |
-//! | `/reload` | POST | re-reads the config like SIGHUP and answers with the outcome (loopback clients only) |
+//! | `/reload` | POST | re-reads the config like SIGHUP and answers with the outcome (clients on this host only) |
 //!
 //! The server runs on a thread and runtime of its own, so it answers while the daemon is still
 //! filling its maps (`/readyz` is 503 then) and while a reload runs. A reload request is handed
@@ -50,7 +50,7 @@ pub struct AdminConfig {
     /// reloads).
     pub enabled: bool,
     /// Where `/metrics`, `/healthz`, `/readyz`, `/routes` and `/reload` are served. `/reload` only
-    /// answers loopback clients whatever this is.
+    /// answers clients on this host whatever this is.
     pub listen: SocketAddr,
 }
 
@@ -349,10 +349,14 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<AdminState>) 
             }
         };
         let state = state.clone();
+        // A connection whose source is the address it reached comes from this host (the
+        // handshake cannot complete for a spoofed one: the answer would stay local).
+        let local_client = peer.ip().to_canonical().is_loopback()
+            || stream.local_addr().is_ok_and(|l| l.ip() == peer.ip());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(req, peer, &state).await) }
+                async move { Ok::<_, Infallible>(handle(req, local_client, &state).await) }
             });
             // Probes and scrapes are short; a stuck client must not hold a task forever.
             let served = http1::Builder::new()
@@ -386,7 +390,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
 
 async fn handle(
     req: Request<Incoming>,
-    peer: SocketAddr,
+    local_client: bool,
     state: &AdminState,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
@@ -419,15 +423,15 @@ async fn handle(
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why + "\n"),
         },
         "/routes" => json(StatusCode::OK, &state.routes()),
-        _ => reload(peer, state).await,
+        _ => reload(local_client, state).await,
     }
 }
 
-async fn reload(peer: SocketAddr, state: &AdminState) -> Response<Full<Bytes>> {
-    if !peer.ip().to_canonical().is_loopback() {
+async fn reload(local_client: bool, state: &AdminState) -> Response<Full<Bytes>> {
+    if !local_client {
         return text(
             StatusCode::FORBIDDEN,
-            "reload is only accepted from loopback\n",
+            "reload is only accepted from this host\n",
         );
     }
     let (reply, answer) = oneshot::channel();

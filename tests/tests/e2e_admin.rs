@@ -767,3 +767,63 @@ fn limiter_metrics_move_and_match_stats_containers() {
     assert_eq!(metric("bytes", "dropped") as u64, row.dropped_bytes);
     drop(daemon);
 }
+
+#[test]
+fn reload_is_refused_to_other_hosts_but_metrics_are_served() {
+    use netguard_tests::sandbox::TRUSTED_ADDR;
+    let sb = Sandbox::new();
+    let mut config = Config::for_sandbox(&sb);
+    // On the guarded address: the trusted source may reach any port, 9100 included.
+    config.extra = format!("[admin]\nlisten = \"{EDGE_ADDR}:9100\"\n");
+    let daemon = Daemon::start(&sb.edge, &config);
+    let url = |path: &str| format!("http://{EDGE_ADDR}:9100{path}");
+    let curl_status = |ns: &NetNs, args: &[&str]| {
+        let mut full = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ];
+        full.extend(args);
+        let out = ns.output_timeout(&full, Duration::from_secs(20));
+        cmd::lossy(&out.stdout).trim().to_string()
+    };
+    let trusted = TRUSTED_ADDR.to_string();
+    assert_eq!(
+        curl_status(&sb.client, &["--interface", &trusted, &url("/metrics")]),
+        "200"
+    );
+    assert_eq!(
+        curl_status(
+            &sb.client,
+            &["--interface", &trusted, "-X", "POST", &url("/reload")]
+        ),
+        "403"
+    );
+    // From the host itself, to the same address: allowed, and `netguard reload` finds it
+    // through the config file.
+    assert_eq!(
+        curl_status(&sb.edge, &["-X", "POST", &url("/reload")]),
+        "200"
+    );
+    let out = reload(&daemon);
+    assert!(out.status.success(), "{}", show(&out));
+    let m = scrape_at(&sb.edge, &url("/metrics"));
+    assert_eq!(
+        m.value("netguard_config_reloads_total", &[("result", "success")]),
+        2.0
+    );
+    drop(daemon);
+}
+
+fn scrape_at(ns: &NetNs, url: &str) -> Scrape {
+    let out = ns.output_timeout(
+        &["curl", "-sS", "--max-time", "10", url],
+        Duration::from_secs(20),
+    );
+    Scrape::parse(&cmd::lossy(&out.stdout)).unwrap_or_else(|e| panic!("{url}: {e}"))
+}
