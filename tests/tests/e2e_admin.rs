@@ -827,3 +827,46 @@ fn scrape_at(ns: &NetNs, url: &str) -> Scrape {
     );
     Scrape::parse(&cmd::lossy(&out.stdout)).unwrap_or_else(|e| panic!("{url}: {e}"))
 }
+
+#[test]
+fn private_network_metrics_count_isolation_decisions() {
+    use netguard_tests::private_sandbox::{PrivateSandbox, STANDARD};
+    let sb = PrivateSandbox::new();
+    let daemon = Daemon::start(&sb.host, &sb.config(None, 7));
+    let (web1, worker1, b_web1) = (
+        sb.container(STANDARD[0].address),
+        sb.container(STANDARD[1].address),
+        sb.container(STANDARD[3].address),
+    );
+    let before = scrape(&sb.host);
+    // Same network: reaches. Across networks: dropped.
+    assert_eq!(
+        tcp_connect(&web1.ns, None, worker1.tcp(), PROBE_TIMEOUT),
+        ProbeResult::Connected
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            tcp_connect(&b_web1.ns, None, web1.tcp(), Duration::from_millis(500)),
+            ProbeResult::TimedOut
+        );
+    }
+    let after = scrape(&sb.host);
+    let moved = |reason: &str, verdict: &str| {
+        let labels = [("reason", reason), ("verdict", verdict)];
+        after.value("netguard_private_network_packets_total", &labels)
+            - before.value("netguard_private_network_packets_total", &labels)
+    };
+    // At least the SYN and its SYN-ACK.
+    assert!(
+        moved("passed", "pass") >= 2.0,
+        "{}",
+        moved("passed", "pass")
+    );
+    // B cannot even resolve web 1's address: its ARP requests are what is dropped.
+    assert!(
+        moved("other_network", "drop") >= 1.0,
+        "{}",
+        moved("other_network", "drop")
+    );
+    drop(daemon);
+}
