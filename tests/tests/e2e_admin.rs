@@ -1,10 +1,11 @@
 //! End to end: the admin endpoint and the commands that use it — `/metrics` scraped and parsed
-//! while real traffic moves the counters, `/healthz` and `/readyz`, `netguard reload` (applied
-//! and rejected), `netguard routes`, `netguard top`, and ten reloads under traffic without a
-//! failed request or a leaked probe.
+//! while real traffic moves the counters (filter, proxy, limiter, private networks, reloads),
+//! `/healthz` and `/readyz`, `netguard reload` (applied and rejected), `netguard routes`,
+//! `netguard top`, and ten reloads under traffic without a failed request or a leaked probe.
 //!
-//! Each test runs the real daemon in its own [`Sandbox`] (the admin endpoint on its default
-//! 127.0.0.1:9100 inside the edge namespace) with the proxy on 203.0.113.10:80.
+//! Each test runs the real daemon in its own sandbox (the admin endpoint on its default
+//! 127.0.0.1:9100 inside the daemon's namespace); most use [`Sandbox`] with the proxy on
+//! 203.0.113.10:80.
 //!
 //! Needs root and the daemon binary: `cargo build -p netguard && cargo test -p netguard-tests
 //! --test e2e_admin -- --test-threads=1`.
