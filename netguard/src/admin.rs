@@ -19,6 +19,7 @@
 use std::{
     convert::Infallible,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
     sync::{
         Arc, OnceLock, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     config::Config,
+    daemon::{DaemonError, Prepared},
     metrics::{self, KernelReadings, ProxyReadings, Readings, ReloadReadings},
     paths::{PinPaths, TcLink},
     proxy::state::Shared,
@@ -72,7 +74,7 @@ pub enum AdminError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("starting the admin endpoint's thread: {0}")]
+    #[error("starting the admin endpoint's thread or runtime: {0}")]
     Thread(std::io::Error),
 }
 
@@ -89,6 +91,42 @@ pub struct ReloadAnswer {
 }
 
 impl ReloadAnswer {
+    /// `next`, read from `path`, is in force.
+    pub fn applied(path: &Path, next: &Prepared, took: Duration) -> ReloadAnswer {
+        let mut message = format!(
+            "config reloaded from {} in {} ms: {} apps, {} denylist prefixes",
+            path.display(),
+            took.as_millis(),
+            next.config.app.len(),
+            next.denylist_entries
+        );
+        for w in &next.warnings {
+            message.push_str("\nwarning: ");
+            message.push_str(w);
+        }
+        ReloadAnswer {
+            ok: true,
+            exit_code: 0,
+            message,
+            duration_seconds: took.as_secs_f64(),
+        }
+    }
+
+    /// The reload failed with `error`; the config in force did not change.
+    pub fn rejected(error: &DaemonError, took: Duration) -> ReloadAnswer {
+        ReloadAnswer {
+            ok: false,
+            // A reload's proxy error comes from building the new routes (certificates) before
+            // anything changed: a rejected config like any other.
+            exit_code: match error {
+                DaemonError::Proxy(_) => 64,
+                e => e.exit_code(),
+            },
+            message: format!("reload rejected, the running config stays in force: {error}"),
+            duration_seconds: took.as_secs_f64(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self.exit_code {
             0 => StatusCode::OK,
@@ -266,10 +304,7 @@ impl AdminServer {
                 {
                     Ok(r) => r,
                     Err(source) => {
-                        let _ = bound_tx.send(Err(AdminError::Bind {
-                            addr: listen,
-                            source,
-                        }));
+                        let _ = bound_tx.send(Err(AdminError::Thread(source)));
                         return;
                     }
                 };
@@ -493,7 +528,7 @@ pub enum ClientError {
     },
     #[error("admin endpoint {addr}: {message}")]
     Http { addr: SocketAddr, message: String },
-    #[error("admin endpoint {addr}: no answer within {0:?}", .timeout)]
+    #[error("admin endpoint {addr}: no answer within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
 }
 

@@ -304,39 +304,14 @@ fn reload_and_record(state: &mut Running, ebpf: &mut aya::Ebpf) -> ReloadAnswer 
     match result {
         Ok(next) => {
             state.admin.record_reload(Some(&next.config), took);
-            let mut message = format!(
-                "config reloaded from {} in {} ms: {} apps, {} denylist prefixes",
-                state.config_path.display(),
-                took.as_millis(),
-                next.config.app.len(),
-                next.denylist_entries
-            );
-            for w in &next.warnings {
-                message.push_str("\nwarning: ");
-                message.push_str(w);
-            }
+            let answer = ReloadAnswer::applied(&state.config_path, &next, took);
             state.prepared = next;
-            ReloadAnswer {
-                ok: true,
-                exit_code: 0,
-                message,
-                duration_seconds: took.as_secs_f64(),
-            }
+            answer
         }
         Err(e) => {
             error!("reload rejected, the running config stays in force: {e}");
             state.admin.record_reload(None, took);
-            ReloadAnswer {
-                ok: false,
-                // A reload's proxy error comes from building the new routes (certificates),
-                // before anything changed: a rejected config like any other.
-                exit_code: match &e {
-                    DaemonError::Proxy(_) => 64,
-                    e => e.exit_code(),
-                },
-                message: format!("reload rejected, the running config stays in force: {e}"),
-                duration_seconds: took.as_secs_f64(),
-            }
+            ReloadAnswer::rejected(&e, took)
         }
     }
 }
