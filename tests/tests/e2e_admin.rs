@@ -121,7 +121,7 @@ fn metrics_move_with_packets_requests_and_reloads() {
         RecordingBackend::start_in(&sb.edge, loopback0(), Reply::Status(200, b"shop".to_vec()));
     let mut config = Config::for_sandbox(&sb);
     config.extra = proxy_toml(&[backend.addr()], "");
-    let daemon = Daemon::start(&sb.edge, &config);
+    let mut daemon = Daemon::start(&sb.edge, &config);
 
     assert_eq!(admin_get(&sb.edge, "/healthz").0, 200);
     assert_eq!(admin_get(&sb.edge, "/readyz"), (200, "ready\n".into()));
@@ -183,9 +183,16 @@ fn metrics_move_with_packets_requests_and_reloads() {
         assert_eq!(r.first().map(|r| r.status), Some(200), "{r:?}");
     }
     assert_eq!(curl(&sb.client, "nowhere.example", "/")[0].status, 404);
-    // A reload.
+    // Two reloads: one asked for over the admin endpoint, one by SIGHUP (same path, same
+    // counters).
     let out = reload(&daemon);
     assert!(out.status.success(), "{}", show(&out));
+    daemon.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape(&sb.edge).value("netguard_config_reloads_total", &[("result", "success")]) < 2.0 {
+        assert!(Instant::now() < deadline, "SIGHUP reload not counted");
+        thread::sleep(Duration::from_millis(50));
+    }
 
     let after = scrape(&sb.edge);
     let moved = |name: &str, labels: &[(&str, &str)]| {
@@ -237,7 +244,7 @@ fn metrics_move_with_packets_requests_and_reloads() {
     );
     assert_eq!(
         moved("netguard_config_reloads_total", &[("result", "success")]),
-        1.0
+        2.0
     );
     assert_eq!(
         moved("netguard_config_reloads_total", &[("result", "failure")]),
