@@ -1,6 +1,7 @@
-//! Command line: `netguard run | check | stats | deny | detach | example-config`.
+//! Command line: `netguard run | check | stats | deny | detach | pn | reload | routes | top |
+//! example-config`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
@@ -8,10 +9,11 @@ use tracing::error;
 
 use crate::{
     config::DEFAULT_PIN_PATH,
+    ctl,
     daemon::{self, DaemonError},
     denylist, loader,
     paths::PinPaths,
-    stats::{ContainerRow, Snapshot, containers_table, sort_containers},
+    stats::{ContainerRow, Snapshot, containers_table, monotonic_ns, sort_containers},
     tables::Tables,
 };
 
@@ -84,8 +86,56 @@ pub enum Command {
         )]
         config: PathBuf,
     },
+    /// Ask the running daemon to re-read its config (like SIGHUP) and report the outcome; exits
+    /// 64 when the config is rejected (the running one stays in force), 69 when the daemon
+    /// cannot be reached.
+    Reload {
+        /// The daemon's config file: where `[admin] listen` is read from.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The admin endpoint, overriding the config file's.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// How long to wait for the reload to finish.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+    /// The running proxy's apps, domains and backends with their health (live / ejected).
+    Routes {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-reason packet and drop rates, refreshed from the pinned counters (no daemon needed).
+    Top {
+        #[arg(long, default_value = DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object per refresh, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print an example configuration with every key.
     ExampleConfig,
+}
+
+/// Where `netguard reload` and `netguard routes` look for the daemon's config by default.
+const DEFAULT_CONFIG: &str = "/etc/netguard/netguard.toml";
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.05..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: seconds between 0.05 and 3600")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,17 +167,6 @@ pub enum DenyAction {
     },
     /// List every entry in the kernel.
     List,
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock the kernel programs stamp buckets with.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-parameter for a clock every Linux has.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -172,6 +211,15 @@ impl From<DaemonError> for Failure {
         Self {
             code: e.exit_code(),
             message: e.to_string(),
+        }
+    }
+}
+
+impl From<ctl::CtlError> for Failure {
+    fn from(e: ctl::CtlError) -> Self {
+        Self {
+            code: e.code,
+            message: e.message,
         }
     }
 }
@@ -352,6 +400,33 @@ fn execute(command: Command) -> Result<(), Failure> {
                 }
             }
         }
+        Command::Reload {
+            config,
+            admin,
+            timeout_secs,
+        } => {
+            let addr = ctl::admin_addr(admin, &config)?;
+            println!("{}", ctl::reload(addr, Duration::from_secs(timeout_secs))?);
+        }
+        Command::Routes {
+            config,
+            admin,
+            json,
+        } => {
+            let addr = ctl::admin_addr(admin, &config)?;
+            let routes = ctl::routes(addr, Duration::from_secs(30))?;
+            if json {
+                println!("{}", serde_json::to_string(&routes).map_err(runtime)?);
+            } else {
+                print!("{}", routes.to_table());
+            }
+        }
+        Command::Top {
+            pin_path,
+            interval,
+            count,
+            json,
+        } => ctl::top(&pin_path, Duration::from_secs_f64(interval), count, json)?,
         Command::ExampleConfig => print!("{EXAMPLE_CONFIG}"),
     }
     Ok(())

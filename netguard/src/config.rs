@@ -89,6 +89,8 @@ pub struct Config {
     /// (see [`crate::private_net`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub private_network: Vec<crate::private_net::PrivateNetwork>,
+    /// `[admin]`: metrics, probes, routes and reload over HTTP (see [`crate::admin`]).
+    pub admin: crate::admin::AdminConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,6 +481,10 @@ impl Config {
                 "daemon.pin_path",
                 "must be an absolute path (a bpffs directory)",
             );
+        }
+        if self.admin.enabled && self.admin.listen.port() == 0 {
+            // `netguard reload` and scrapers must know where to connect.
+            problems.add("admin.listen", "needs a port other than 0");
         }
     }
 
@@ -1156,6 +1162,7 @@ burst = 3200000000
             proxy: None,
             app: Vec::new(),
             private_network: Vec::new(),
+            admin: crate::admin::AdminConfig::default(),
         };
         assert_eq!(config, want);
 

@@ -15,6 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
+    admin::{AdminError, AdminServer, AdminState, ReloadAnswer, ReloadRequest},
     config::{Config, ConfigError},
     denylist::{self, DenylistError},
     dns,
@@ -43,6 +44,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 impl From<LoadError> for DaemonError {
@@ -149,6 +152,15 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         Some(p) => Some(Proxy::start(p, &cfg.app)?),
         None => None,
     };
+    // Up before the maps are filled, so probes see 503 (not a refused connection) meanwhile.
+    let (admin, admin_reloads) = AdminState::new(cfg);
+    if let Some(p) = &proxy {
+        admin.set_proxy(p.shared());
+    }
+    let admin_server = match cfg.admin.enabled {
+        true => Some(AdminServer::start(cfg.admin.listen, admin.clone())?),
+        false => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,6 +210,7 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         action = ?cfg.xdp.action,
         "netguard ready"
     );
+    admin.set_ready(true);
     let mut state = Running {
         config_path: config_path.to_path_buf(),
         paths: paths.clone(),
@@ -206,13 +219,17 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         proxy,
         directory,
         dns_tasks,
+        admin,
     };
-    runtime.block_on(serve(&mut state, &mut ebpf))?;
+    let served = runtime.block_on(serve(&mut state, &mut ebpf, admin_reloads));
+    state.admin.set_ready(false);
+    served?;
     for task in &state.dns_tasks {
         task.abort();
     }
     // `ebpf` drops here: our fds close, the pinned links keep the programs attached.
     drop(ebpf);
+    drop(admin_server);
     info!(
         pin_path = %paths.root().display(),
         "exiting; the filter stays attached (`netguard detach` removes it)"
@@ -232,6 +249,8 @@ struct Running {
     directory: dns::SharedDirectory,
     /// Dropped (and aborted) with the daemon; listen addresses change on restart only.
     dns_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Readiness, reload counters and the routes `/routes` shows.
+    admin: Arc<AdminState>,
 }
 
 /// Every private-side interface of every network, once.
@@ -255,7 +274,11 @@ fn dns_listens(cfg: &Config) -> Vec<std::net::SocketAddr> {
     out
 }
 
-async fn serve(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<(), DaemonError> {
+async fn serve(
+    state: &mut Running,
+    ebpf: &mut aya::Ebpf,
+    mut reload_requests: tokio::sync::mpsc::Receiver<ReloadRequest>,
+) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -264,11 +287,31 @@ async fn serve(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<(), DaemonEr
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                match reload(state, ebpf) {
-                    Ok(next) => state.prepared = next,
-                    Err(e) => error!("reload rejected, the running config stays in force: {e}"),
-                }
+                reload_and_record(state, ebpf);
             }
+            Some(request) = reload_requests.recv() => {
+                let _ = request.reply.send(reload_and_record(state, ebpf));
+            }
+        }
+    }
+}
+
+/// [`reload`] for SIGHUP and `POST /reload` alike: counted, timed, and answered.
+fn reload_and_record(state: &mut Running, ebpf: &mut aya::Ebpf) -> ReloadAnswer {
+    let started = Instant::now();
+    let result = reload(state, ebpf);
+    let took = started.elapsed();
+    match result {
+        Ok(next) => {
+            state.admin.record_reload(Some(&next.config), took);
+            let answer = ReloadAnswer::applied(&state.config_path, &next, took);
+            state.prepared = next;
+            answer
+        }
+        Err(e) => {
+            error!("reload rejected, the running config stays in force: {e}");
+            state.admin.record_reload(None, took);
+            ReloadAnswer::rejected(&e, took)
         }
     }
 }
@@ -320,6 +363,9 @@ fn reload(state: &mut Running, ebpf: &mut aya::Ebpf) -> Result<Prepared, DaemonE
         let _ = loader::detach_private_except(&state.paths, &old_private);
         let _ = loader::detach_limiter_except(&state.paths, &old.ratelimit.interfaces);
         return Err(e.into());
+    }
+    if old.admin != new.admin {
+        warn!("[admin] changes take effect on restart");
     }
     if dns_listens(old) != dns_listens(new) {
         warn!("private_network dns_listen changes take effect on restart");

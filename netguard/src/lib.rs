@@ -4,18 +4,23 @@
 //! config (plain data, so another source such as etcd can feed it), the denylist loader, the
 //! pure policy → map-entry translation, the kernel loader/attacher, and the CLI.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod denylist;
 pub mod dns;
 pub mod loader;
+pub mod metrics;
 pub mod paths;
 pub mod policy;
 pub mod private_net;
 pub mod proxy;
+pub mod routes;
 pub mod stats;
 pub mod tables;
+pub mod top;
 pub mod units;
 
 /// The eBPF object built by `build.rs` (aya-build), embedded at compile time.

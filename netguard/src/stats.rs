@@ -150,6 +150,17 @@ mod tests {
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock the kernel programs stamp buckets with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-parameter for a clock every Linux has.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// One container and direction as `netguard stats --containers` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ContainerRow {

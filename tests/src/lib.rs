@@ -21,6 +21,7 @@ pub mod listeners;
 pub mod netns;
 pub mod private_sandbox;
 pub mod probe;
+pub mod prom;
 pub mod recording;
 pub mod sandbox;
 pub mod veth;

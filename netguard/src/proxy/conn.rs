@@ -792,7 +792,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     fn log(&self, tally: &Tally, method: &str, path: &str, started: Instant, id: &str) {
-        self.shared.log.write(&Record {
+        self.shared.finished(&Record {
             time: SystemTime::now(),
             app: tally.app.as_deref(),
             method,

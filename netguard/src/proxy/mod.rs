@@ -12,6 +12,7 @@
 //! | [`response`] | backend response heads and their framing (pure) |
 //! | [`pages`] | the proxy's own error pages and redirects (pure) |
 //! | [`log`] | the router log, one logfmt line per request |
+//! | [`metrics`] | request counters and duration histograms per app |
 //! | [`upstream`] | round-robin, ejection, connect with retries |
 //! | [`state`] | the swappable snapshot of routes and settings; connection caps |
 //! | `conn` | one client connection's request loop |
@@ -29,6 +30,7 @@ mod conn;
 pub mod forward;
 pub mod framing;
 pub mod log;
+pub mod metrics;
 pub mod pages;
 mod request_id;
 pub mod response;
@@ -243,6 +245,11 @@ impl Proxy {
     /// Client connections open now.
     pub fn open_connections(&self) -> u32 {
         self.shared.open_connections()
+    }
+
+    /// Routes, health and metrics, for the admin endpoint.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 }
 

@@ -18,7 +18,8 @@ use ipnet::IpNet;
 use super::{
     ProxyError,
     framing::HeadLimits,
-    log::RouterLog,
+    log::{Record, RouterLog},
+    metrics::ProxyMetrics,
     route::{Pattern, RouteTable},
     tls::{self, Site},
     upstream::Health,
@@ -131,6 +132,7 @@ pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     pub health: Health,
     pub log: RouterLog,
+    pub metrics: ProxyMetrics,
     connections: Mutex<Connections>,
 }
 
@@ -146,6 +148,7 @@ impl Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             health: Health::default(),
             log,
+            metrics: ProxyMetrics::default(),
             connections: Mutex::new(Connections::default()),
         }
     }
@@ -155,6 +158,13 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// A request is over: its router log line and its metrics.
+    pub fn finished(&self, record: &Record<'_>) {
+        self.metrics
+            .record(record.app, record.status, record.duration);
+        self.log.write(record);
     }
 
     pub fn install(&self, snapshot: Snapshot) {
@@ -171,10 +181,12 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if c.total >= settings.max_connections {
+            self.metrics.count_refused();
             return None;
         }
         let mine = c.per_client.entry(ip).or_insert(0);
         if *mine >= settings.max_connections_per_client {
+            self.metrics.count_refused();
             return None;
         }
         *mine += 1;

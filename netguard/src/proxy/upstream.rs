@@ -12,7 +12,10 @@ use std::{
     collections::HashMap,
     io,
     net::SocketAddr,
-    sync::{Mutex, PoisonError, atomic::Ordering},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -24,6 +27,8 @@ use super::state::App;
 #[derive(Debug, Default)]
 pub struct Health {
     ejected: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Ejections since start (a metric).
+    ejections: AtomicU64,
 }
 
 impl Health {
@@ -39,7 +44,18 @@ impl Health {
         }
     }
 
+    /// Until when `backend` is skipped, if it is ejected now.
+    pub fn ejected_until(&self, backend: SocketAddr, now: Instant) -> Option<Instant> {
+        let ejected = self.ejected.lock().unwrap_or_else(PoisonError::into_inner);
+        ejected.get(&backend).copied().filter(|&until| until > now)
+    }
+
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     pub fn eject(&self, backend: SocketAddr, until: Instant) {
+        self.ejections.fetch_add(1, Ordering::Relaxed);
         self.ejected
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
