@@ -32,6 +32,10 @@
 //! backend_connect_timeout_secs = 5     # TCP connect to a backend; on expiry: ejected, next backend
 //! backend_response_timeout_secs = 60   # request sent → response head, and between response body reads: 504
 //! backend_eject_secs = 10              # how long a backend that refused or timed out a connect is skipped
+//! backend_pool_idle_timeout_secs = 30  # idle keep-alive connections to backends are closed after this; keep it
+//!                                      #   below the backends' own keep-alive timeout
+//! backend_pool_max_idle_per_backend = 32  # idle connections kept per backend address; 0: one connection per request
+//! backend_pool_max_idle = 1024         # idle connections kept over all backends
 //! max_connections = 10000              # client connections open at once; more get 503 and are closed
 //! max_connections_per_client = 256     # the same per client IP address
 //! trusted_proxies = []                 # clients whose X-Forwarded-* are kept and appended to
@@ -217,6 +221,9 @@ pub struct ProxyConfig {
     pub backend_connect_timeout_secs: Seconds,
     pub backend_response_timeout_secs: Seconds,
     pub backend_eject_secs: Seconds,
+    pub backend_pool_idle_timeout_secs: Seconds,
+    pub backend_pool_max_idle_per_backend: u32,
+    pub backend_pool_max_idle: u32,
     pub max_connections: u32,
     pub max_connections_per_client: u32,
     #[serde(deserialize_with = "deserialize_trusted_proxies")]
@@ -241,6 +248,9 @@ impl Default for ProxyConfig {
             backend_connect_timeout_secs: secs(5),
             backend_response_timeout_secs: secs(60),
             backend_eject_secs: secs(10),
+            backend_pool_idle_timeout_secs: secs(30),
+            backend_pool_max_idle_per_backend: 32,
+            backend_pool_max_idle: 1024,
             max_connections: 10_000,
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
@@ -698,6 +708,10 @@ impl Config {
                 p.backend_response_timeout_secs,
             ),
             ("backend_eject_secs", p.backend_eject_secs),
+            (
+                "backend_pool_idle_timeout_secs",
+                p.backend_pool_idle_timeout_secs,
+            ),
         ] {
             if secs.0.is_zero() || secs.0 > MAX_PROXY_TIMEOUT {
                 problems.add(
@@ -711,6 +725,15 @@ impl Config {
         }
         if p.max_connections == 0 {
             problems.add("proxy.max_connections", "must be at least 1");
+        }
+        if p.backend_pool_max_idle_per_backend > p.backend_pool_max_idle {
+            problems.add(
+                "proxy.backend_pool_max_idle_per_backend",
+                format!(
+                    "must be at most proxy.backend_pool_max_idle ({}), not {}",
+                    p.backend_pool_max_idle, p.backend_pool_max_idle_per_backend
+                ),
+            );
         }
         if p.max_connections_per_client == 0 || p.max_connections_per_client > p.max_connections {
             problems.add(
@@ -1623,6 +1646,9 @@ max_header_line_bytes = 100
 max_header_section_bytes = "2MiB"
 keepalive_timeout_secs = 0
 backend_eject_secs = 86401
+backend_pool_idle_timeout_secs = 0
+backend_pool_max_idle_per_backend = 10
+backend_pool_max_idle = 5
 max_connections = 0
 trusted_proxies = ["10.0.0.1/8"]
 router_log = ""
@@ -1652,6 +1678,8 @@ cert = "x.pem"
             "proxy.max_header_section_bytes",
             "proxy.keepalive_timeout_secs",
             "proxy.backend_eject_secs",
+            "proxy.backend_pool_idle_timeout_secs",
+            "proxy.backend_pool_max_idle_per_backend",
             "proxy.max_connections",
             "proxy.max_connections_per_client",
             "proxy.trusted_proxies[0]",

@@ -13,6 +13,7 @@
 //! | [`pages`] | the proxy's own error pages and redirects (pure) |
 //! | [`log`] | the router log, one logfmt line per request |
 //! | [`upstream`] | round-robin, ejection, connect with retries |
+//! | [`pool`] | idle keep-alive connections to backends |
 //! | [`state`] | the swappable snapshot of routes and settings; connection caps |
 //! | `conn` | one client connection's request loop |
 //! | [`tls`] | TLS termination: certificates by SNI (rustls, ring) |
@@ -21,8 +22,7 @@
 //! daemon and the tests use it; [`Proxy::reload`] swaps routes, settings and certificates
 //! atomically), and [`serve`] runs it on the caller's runtime until a shutdown future resolves.
 //!
-//! Not in this slice: TLS passthrough, HTTP/2, WebSocket beyond the plain 101 tunnel, and
-//! keep-alive connections to backends (each request opens one).
+//! Not in this slice: TLS passthrough, HTTP/2, WebSocket beyond the plain 101 tunnel.
 
 pub mod chunked;
 mod conn;
@@ -30,6 +30,7 @@ pub mod forward;
 pub mod framing;
 pub mod log;
 pub mod pages;
+pub mod pool;
 mod request_id;
 pub mod response;
 pub mod route;
@@ -129,6 +130,7 @@ fn spawn_listeners(
         None,
         shutdown.clone(),
     ))];
+    tasks.push(tokio::spawn(reap_idle(shared.clone(), shutdown.clone())));
     if let Some(https) = bound.https {
         let acceptor =
             TlsAcceptor::from(tls::server_config(shared.clone()).map_err(ProxyError::TlsConfig)?);
@@ -243,6 +245,11 @@ impl Proxy {
     /// Client connections open now.
     pub fn open_connections(&self) -> u32 {
         self.shared.open_connections()
+    }
+
+    /// Idle keep-alive connections to backends now.
+    pub fn idle_backend_connections(&self) -> usize {
+        self.shared.pool.idle_count()
     }
 }
 
@@ -386,6 +393,23 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// Closes pooled backend connections past their idle timeout, every second, and all of them
+/// on shutdown.
+async fn reap_idle(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {
+                let idle_timeout = shared.snapshot().settings.pool.idle_timeout;
+                shared.pool.reap(Instant::now(), idle_timeout);
+            }
+        }
+    }
+    shared.pool.clear();
 }
 
 /// Over a connection cap: a 503 without reading the request, then close.

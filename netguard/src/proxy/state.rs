@@ -19,6 +19,7 @@ use super::{
     ProxyError,
     framing::HeadLimits,
     log::RouterLog,
+    pool::{Pool, PoolLimits},
     route::{Pattern, RouteTable},
     tls::{self, Site},
     upstream::Health,
@@ -43,6 +44,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// The port in `https://` redirects.
     pub https_port: u16,
+    /// Idle backend connections kept for reuse.
+    pub pool: PoolLimits,
 }
 
 impl Settings {
@@ -65,6 +68,11 @@ impl Settings {
             max_connections_per_client: c.max_connections_per_client,
             trusted_proxies: c.trusted_proxies.clone(),
             https_port: c.https_listen.port(),
+            pool: PoolLimits {
+                per_backend: c.backend_pool_max_idle_per_backend as usize,
+                total: c.backend_pool_max_idle as usize,
+                idle_timeout: c.backend_pool_idle_timeout_secs.0,
+            },
         }
     }
 
@@ -130,6 +138,8 @@ impl Snapshot {
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     pub health: Health,
+    /// Idle keep-alive connections to backends; kept across reloads (per address).
+    pub pool: Pool,
     pub log: RouterLog,
     connections: Mutex<Connections>,
 }
@@ -145,6 +155,7 @@ impl Shared {
         Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             health: Health::default(),
+            pool: Pool::default(),
             log,
             connections: Mutex::new(Connections::default()),
         }

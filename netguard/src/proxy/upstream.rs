@@ -7,6 +7,11 @@
 //! has been read from the client at that point, so the retry is always safe. Every live backend
 //! is tried at most once per request. An app with no live backend answers 503. Ejections survive
 //! reloads (they are kept per address).
+//!
+//! With keep-alive pooling on (see [`super::pool`]), [`send`] first tries an idle connection
+//! to the backend round-robin chose; a pooled connection whose write fails is closed and the
+//! next one (or a fresh connect) is used, without ejecting the backend: an idle connection the
+//! backend closed says nothing about its health.
 
 use std::{
     collections::HashMap,
@@ -18,7 +23,10 @@ use std::{
 
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use super::state::App;
+use super::{
+    pool::{Pool, PoolLimits},
+    state::App,
+};
 
 /// Ejected backends and until when.
 #[derive(Debug, Default)]
@@ -67,6 +75,47 @@ pub enum ConnectError {
     Failed(io::Error),
     /// The connect timed out: 504.
     TimedOut,
+}
+
+/// A backend connection that has taken the request head.
+#[derive(Debug)]
+pub struct Sent {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// Taken from the pool: the backend may have closed it while it was idle.
+    pub reused: bool,
+}
+
+/// Sends `head` over an idle pooled connection to the first candidate when `pool` is given and
+/// has one, else as [`connect_and_send`] does.
+pub async fn send(
+    candidates: &[SocketAddr],
+    head: &[u8],
+    connect_timeout: Duration,
+    eject_for: Duration,
+    health: &Health,
+    pool: Option<(&Pool, &PoolLimits)>,
+) -> Result<Sent, (ConnectError, Option<SocketAddr>)> {
+    if let (Some((pool, limits)), Some(&first)) = (pool, candidates.first()) {
+        while let Some(mut stream) = pool.take(first, Instant::now(), limits) {
+            if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, stream.write_all(head)).await
+            {
+                return Ok(Sent {
+                    stream,
+                    addr: first,
+                    reused: true,
+                });
+            }
+            tracing::debug!(backend = %first, "pooled backend connection failed on write");
+        }
+    }
+    let (stream, addr) =
+        connect_and_send(candidates, head, connect_timeout, eject_for, health).await?;
+    Ok(Sent {
+        stream,
+        addr,
+        reused: false,
+    })
 }
 
 /// Connects to the first candidate that accepts and takes `head`; ejects the ones that fail.
