@@ -36,6 +36,8 @@
 //!                                      #   below the backends' own keep-alive timeout
 //! backend_pool_max_idle_per_backend = 32  # idle connections kept per backend address; 0: one connection per request
 //! backend_pool_max_idle = 1024         # idle connections kept over all backends
+//! drain_timeout_secs = 30              # SIGTERM/SIGINT: stop accepting, finish requests in flight for at most
+//!                                      #   this long, then exit (0: at once)
 //! max_connections = 10000              # client connections open at once; more get 503 and are closed
 //! max_connections_per_client = 256     # the same per client IP address
 //! trusted_proxies = []                 # clients whose X-Forwarded-* are kept and appended to
@@ -224,6 +226,7 @@ pub struct ProxyConfig {
     pub backend_pool_idle_timeout_secs: Seconds,
     pub backend_pool_max_idle_per_backend: u32,
     pub backend_pool_max_idle: u32,
+    pub drain_timeout_secs: Seconds,
     pub max_connections: u32,
     pub max_connections_per_client: u32,
     #[serde(deserialize_with = "deserialize_trusted_proxies")]
@@ -251,6 +254,7 @@ impl Default for ProxyConfig {
             backend_pool_idle_timeout_secs: secs(30),
             backend_pool_max_idle_per_backend: 32,
             backend_pool_max_idle: 1024,
+            drain_timeout_secs: secs(30),
             max_connections: 10_000,
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
@@ -722,6 +726,15 @@ impl Config {
                     ),
                 );
             }
+        }
+        if p.drain_timeout_secs.0 > MAX_PROXY_TIMEOUT {
+            problems.add(
+                "proxy.drain_timeout_secs",
+                format!(
+                    "must be at most 86400 seconds (0: exit at once), not {:?}",
+                    p.drain_timeout_secs.0
+                ),
+            );
         }
         if p.max_connections == 0 {
             problems.add("proxy.max_connections", "must be at least 1");
@@ -1649,6 +1662,7 @@ backend_eject_secs = 86401
 backend_pool_idle_timeout_secs = 0
 backend_pool_max_idle_per_backend = 10
 backend_pool_max_idle = 5
+drain_timeout_secs = 90000
 max_connections = 0
 trusted_proxies = ["10.0.0.1/8"]
 router_log = ""
@@ -1680,6 +1694,7 @@ cert = "x.pem"
             "proxy.backend_eject_secs",
             "proxy.backend_pool_idle_timeout_secs",
             "proxy.backend_pool_max_idle_per_backend",
+            "proxy.drain_timeout_secs",
             "proxy.max_connections",
             "proxy.max_connections_per_client",
             "proxy.trusted_proxies[0]",

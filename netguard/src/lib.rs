@@ -14,6 +14,7 @@ pub mod paths;
 pub mod policy;
 pub mod private_net;
 pub mod proxy;
+pub mod reuseport;
 pub mod stats;
 pub mod tables;
 pub mod units;

@@ -214,3 +214,290 @@ fn parallel_clients_share_a_bounded_pool() {
     let total: usize = backend.requests().iter().map(Vec::len).sum();
     assert_eq!(total, 80, "each request reached the backend exactly once");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real daemon in a sandbox namespace: graceful drain on SIGTERM, and the SO_REUSEPORT
+// handover from one daemon to the next.
+
+mod daemon {
+    use std::{
+        io::{Read, Write},
+        net::{IpAddr, SocketAddr, TcpStream},
+        os::unix::process::ExitStatusExt,
+        process::Stdio,
+        sync::atomic::{AtomicBool, Ordering},
+        thread,
+        time::{Duration, Instant},
+    };
+
+    use netguard_tests::{
+        Config, Daemon, Sandbox,
+        keepalive::{IdlePolicy, KeepAliveBackend, SLOW},
+        probe::BackgroundProbes,
+        sandbox::{CLIENT_ADDR, DENIED_ADDR, EDGE_ADDR},
+    };
+
+    use super::{SHOP, T};
+
+    fn require_root() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the daemon tests need root (namespaces, XDP)"
+        );
+    }
+
+    fn proxy_toml(backend: SocketAddr, drain_secs: u32) -> String {
+        format!(
+            "[proxy]\nhttp_listen = \"{EDGE_ADDR}:80\"\nrouter_log = \"stderr\"\ndrain_timeout_secs = {drain_secs}\n\n[[app]]\nname = \"shop\"\ndomains = [\"{SHOP}\"]\nbackends = [\"{backend}\"]\n"
+        )
+    }
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    /// Waits until the daemon has exited; its status, or `None` after `timeout`.
+    fn exited_within(d: &mut Daemon, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !d.is_running() {
+                return d.terminate();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// One request on a new connection from the current namespace: `Ok` with the body on 200.
+    fn request(path: &str) -> Result<String, String> {
+        let addr = SocketAddr::from((EDGE_ADDR, 80));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {SHOP}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .map_err(|e| format!("write: {e}"))?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .map_err(|e| format!("read: {e} after {} bytes", answer.len()))?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        match text.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200 ") => Ok(body.to_owned()),
+            _ => Err(format!("answer: {text:?}")),
+        }
+    }
+
+    #[test]
+    fn sigterm_drains_requests_in_flight_refuses_new_ones_and_exits_0() {
+        require_root();
+        let sb = Sandbox::new();
+        let backend = KeepAliveBackend::start_in(&sb.edge, loopback(), IdlePolicy::Keep);
+        let mut config = Config::for_sandbox(&sb);
+        config.extra = proxy_toml(backend.addr(), 10);
+        let mut daemon = Daemon::start(&sb.edge, &config);
+        assert_eq!(sb.client.run(|| request("/warm")), Ok("c0r0".into()));
+
+        let url = format!("http://{EDGE_ADDR}/slow");
+        let slow = sb
+            .client
+            .command(&[
+                "curl",
+                "-sS",
+                "-i",
+                "--max-time",
+                "15",
+                "-H",
+                &format!("Host: {SHOP}"),
+                &url,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("curl");
+        let deadline = Instant::now() + T;
+        while !backend
+            .requests()
+            .iter()
+            .flatten()
+            .any(|r| r.starts_with(b"GET /slow "))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the slow request never reached the backend"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+
+        let signalled = Instant::now();
+        daemon.signal(libc::SIGTERM);
+        daemon
+            .wait_for_log("proxy draining", T)
+            .expect("drain logged");
+        // The listener is closed: a new connection is refused (the filter still passes port 80,
+        // so the kernel answers the SYN with a reset).
+        let refused = sb.client.run(|| request("/new"));
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("refused")),
+            "a connection after SIGTERM: {refused:?}"
+        );
+        assert!(
+            daemon.is_running(),
+            "the daemon waits for the request in flight"
+        );
+
+        let out = slow.wait_with_output().expect("curl output");
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && answer.starts_with("HTTP/1.1 200 "),
+            "the request in flight: {answer:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(answer.ends_with("c0r1"), "{answer:?}");
+        let status = exited_within(&mut daemon, Duration::from_secs(10)).expect("exited");
+        let took = signalled.elapsed();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{status:?}\n{}",
+            daemon.log_tail(20)
+        );
+        assert!(
+            took >= SLOW / 2 && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+        let log = daemon.log();
+        assert!(log.contains("proxy drained"), "{log}");
+        assert!(log.contains("the filter stays attached"), "{log}");
+    }
+
+    #[test]
+    fn the_drain_is_bounded_by_drain_timeout_secs() {
+        require_root();
+        let sb = Sandbox::new();
+        let backend = KeepAliveBackend::start_in(&sb.edge, loopback(), IdlePolicy::Keep);
+        let mut config = Config::for_sandbox(&sb);
+        config.extra = proxy_toml(backend.addr(), 1);
+        let mut daemon = Daemon::start(&sb.edge, &config);
+        // A client that holds a connection open mid-head: the drain does not wait for it past
+        // the bound.
+        let held = sb.client.run(|| {
+            let mut s = TcpStream::connect((EDGE_ADDR, 80)).expect("connect");
+            s.write_all(b"GET / HTTP/1.1\r\n").expect("partial head");
+            s
+        });
+        thread::sleep(Duration::from_millis(200));
+        let signalled = Instant::now();
+        daemon.signal(libc::SIGTERM);
+        let status = exited_within(&mut daemon, Duration::from_secs(5)).expect("exited");
+        assert_eq!(status.code(), Some(0), "{status:?}");
+        let took = signalled.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        assert!(
+            daemon
+                .log()
+                .contains("proxy drain ended with connections still open")
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn reuseport_handover_between_daemons_loses_no_request_and_no_probe() {
+        require_root();
+        let sb = Sandbox::new();
+        // Connections queued on the old listener move to the new one when it closes.
+        sb.edge
+            .exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_migrate_req=1"]);
+        let backend = KeepAliveBackend::start_in(&sb.edge, loopback(), IdlePolicy::Keep);
+        let mut config = Config::for_sandbox(&sb);
+        config.extra = proxy_toml(backend.addr(), 10);
+        let mut old = Daemon::start(&sb.edge, &config);
+        // The old daemon's guard leaves the pins to the new one's.
+        old.keep_pins_on_drop();
+
+        let probes = BackgroundProbes::start(
+            &sb.client,
+            &[
+                (
+                    Some(IpAddr::V4(DENIED_ADDR)),
+                    SocketAddr::from((EDGE_ADDR, 80)),
+                ),
+                (
+                    Some(IpAddr::V4(CLIENT_ADDR)),
+                    SocketAddr::from((EDGE_ADDR, 22)),
+                ),
+            ],
+            Duration::from_millis(5),
+            Duration::from_millis(300),
+        );
+        let stop = AtomicBool::new(false);
+        let (ok, failures, old_status, new) = thread::scope(|scope| {
+            let client = scope.spawn(|| {
+                sb.client.run(|| {
+                    let mut ok = 0u32;
+                    let mut failures = Vec::new();
+                    let started = Instant::now();
+                    while !stop.load(Ordering::SeqCst) {
+                        match request("/") {
+                            Ok(_) => ok += 1,
+                            Err(e) => failures.push(format!("{:?}: {e}", started.elapsed())),
+                        }
+                    }
+                    (ok, failures)
+                })
+            });
+            thread::sleep(Duration::from_millis(500));
+            let new = Daemon::start(&sb.edge, &config);
+            thread::sleep(Duration::from_millis(500));
+            old.signal(libc::SIGTERM);
+            let old_status = exited_within(&mut old, Duration::from_secs(15));
+            // The new daemon alone serves now.
+            thread::sleep(Duration::from_millis(700));
+            stop.store(true, Ordering::SeqCst);
+            let (ok, failures) = client.join().expect("client loop");
+            (ok, failures, old_status, new)
+        });
+        let tallies = probes.stop();
+
+        let old_status = old_status.expect("the old daemon exited within the drain bound");
+        assert_eq!(
+            old_status.code(),
+            Some(0),
+            "{old_status:?}\n{}",
+            old.log_tail(20)
+        );
+        assert_eq!(old_status.signal(), None);
+        assert!(
+            failures.is_empty(),
+            "{} failed requests: {failures:#?}",
+            failures.len()
+        );
+        assert!(ok >= 50, "only {ok} requests during the handover");
+        eprintln!("handover: {ok} requests, none failed");
+        // Both served: the old one until it drained, the new one after.
+        assert!(old.log().contains("status=200"), "{}", old.log_tail(10));
+        assert!(old.log().contains("proxy drained"), "{}", old.log_tail(10));
+        let new_log = new.log();
+        assert!(new_log.contains("status=200"), "{}", new.log_tail(10));
+        assert!(
+            new_log.contains("swapped into the pinned link"),
+            "the new daemon adopted the pinned XDP link:\n{new_log}"
+        );
+        for t in &tallies {
+            eprintln!("probe {t}");
+            assert!(
+                t.connected.is_empty() && t.other.is_empty(),
+                "a probe got through during the handover: {t}"
+            );
+            assert!(t.attempts >= 100, "too few probes to mean anything: {t}");
+        }
+        // After the handover the new daemon keeps serving.
+        assert!(sb.client.run(|| request("/after")).is_ok());
+        drop(new);
+    }
+}

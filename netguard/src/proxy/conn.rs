@@ -229,10 +229,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Next::Close
                 }
                 HeadOutcome::Head {
-                    head,
+                    mut head,
                     started,
                     bytes,
                 } => {
+                    // Draining: this response is the connection's last.
+                    if self.shared.is_draining() {
+                        head.keep_alive = false;
+                    }
                     // The routes in force when the head arrived, not when the wait began.
                     let snap = self.shared.snapshot();
                     self.exchange(&snap, &head, started, bytes).await
@@ -252,6 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn read_head(&mut self, s: &Settings, accepted: Option<Instant>) -> HeadOutcome {
         let mut started = accepted;
         let mut bytes = 0u64;
+        let mut draining = self.shared.draining();
         loop {
             if started.is_none() && !self.buf.is_empty() {
                 started = Some(Instant::now());
@@ -302,7 +307,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(t) => t + s.header_timeout,
                 None => Instant::now() + s.keepalive_timeout,
             };
-            match timeout_at(deadline.into(), self.buf.fill(&mut self.io)).await {
+            let fill = timeout_at(deadline.into(), self.buf.fill(&mut self.io));
+            let filled = if started.is_none() {
+                // Idle between requests: a drain closes the connection now.
+                tokio::select! {
+                    filled = fill => filled,
+                    _ = draining.wait_for(|d| *d) => return HeadOutcome::Closed,
+                }
+            } else {
+                fill.await
+            };
+            match filled {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return HeadOutcome::Closed,
                 Err(_) if self.buf.is_empty() => return HeadOutcome::Closed,

@@ -247,6 +247,27 @@ impl Proxy {
         self.shared.open_connections()
     }
 
+    /// Graceful drain: stops accepting (the listeners close, so new connections are refused
+    /// or, with a second process on the same `SO_REUSEPORT` ports, go to it), lets requests in
+    /// flight finish (kept-alive connections close after their current response, idle ones at
+    /// once) and waits for the last connection to end, at most `timeout` or until `cut_short`
+    /// resolves. Returns the connections still open then (dropped with the proxy).
+    pub async fn drain(&self, timeout: Duration, cut_short: impl Future<Output = ()>) -> u32 {
+        let _ = self.shutdown.send(true);
+        self.shared.start_drain();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let wait = async {
+            while self.shared.open_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, wait) => {}
+            _ = cut_short => {}
+        }
+        self.shared.open_connections()
+    }
+
     /// Idle keep-alive connections to backends now.
     pub fn idle_backend_connections(&self) -> usize {
         self.shared.pool.idle_count()
@@ -329,10 +350,9 @@ pub async fn serve(
 }
 
 fn bind_std(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ProxyError> {
-    // std sets SO_REUSEADDR on Unix listeners, so a restart does not wait for TIME_WAIT.
+    // SO_REUSEPORT: a new daemon binds while this one drains (see crate::reuseport).
     let err = |source| ProxyError::Bind { addr, source };
-    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
+    let listener = crate::reuseport::tcp_listener(addr).map_err(err)?;
     let bound = listener.local_addr().map_err(err)?;
     Ok((listener, bound))
 }

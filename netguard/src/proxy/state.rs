@@ -14,6 +14,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use tokio::sync::watch;
 
 use super::{
     ProxyError,
@@ -142,6 +143,9 @@ pub struct Shared {
     pub pool: Pool,
     pub log: RouterLog,
     connections: Mutex<Connections>,
+    /// Set once when the proxy drains: kept-alive connections close after their current
+    /// response, idle ones at once.
+    draining: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -158,7 +162,22 @@ impl Shared {
             pool: Pool::default(),
             log,
             connections: Mutex::new(Connections::default()),
+            draining: watch::Sender::new(false),
         }
+    }
+
+    /// Starts draining (see [`Shared::draining`]).
+    pub fn start_drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// A receiver whose value turns `true` when draining starts.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
