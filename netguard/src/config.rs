@@ -36,6 +36,7 @@
 //!                                      #   below the backends' own keep-alive timeout
 //! backend_pool_max_idle_per_backend = 32  # idle connections kept per backend address; 0: one connection per request
 //! backend_pool_max_idle = 1024         # idle connections kept over all backends
+//! balance = "round_robin"              # or "least_connections": the live backend with the fewest requests in flight
 //! drain_timeout_secs = 30              # SIGTERM/SIGINT: stop accepting, finish requests in flight for at most
 //!                                      #   this long, then exit (0: at once)
 //! max_connections = 10000              # client connections open at once; more get 503 and are closed
@@ -226,6 +227,7 @@ pub struct ProxyConfig {
     pub backend_pool_idle_timeout_secs: Seconds,
     pub backend_pool_max_idle_per_backend: u32,
     pub backend_pool_max_idle: u32,
+    pub balance: Balance,
     pub drain_timeout_secs: Seconds,
     pub max_connections: u32,
     pub max_connections_per_client: u32,
@@ -254,6 +256,7 @@ impl Default for ProxyConfig {
             backend_pool_idle_timeout_secs: secs(30),
             backend_pool_max_idle_per_backend: 32,
             backend_pool_max_idle: 1024,
+            balance: Balance::RoundRobin,
             drain_timeout_secs: secs(30),
             max_connections: 10_000,
             max_connections_per_client: 256,
@@ -282,6 +285,18 @@ pub struct AppConfig {
     pub key: Option<PathBuf>,
     #[serde(default)]
     pub force_https: bool,
+}
+
+/// `proxy.balance`: how a request picks among an app's live backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each request starts one backend further along the list.
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest requests in flight (through this proxy); ties go
+    /// round-robin.
+    LeastConnections,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1643,6 +1658,34 @@ backends = []
         assert_eq!(
             config.app[0].key,
             Some(PathBuf::from("/etc/netguard/certs/shop.key"))
+        );
+    }
+
+    #[test]
+    fn balance_and_pool_keys_parse_and_bad_values_name_the_line() {
+        let config = Config::from_toml_str(
+            "[xdp]\ninterface = \"eth0\"\n[proxy]\nbalance = \"least_connections\"\nbackend_pool_idle_timeout_secs = 4.5\nbackend_pool_max_idle_per_backend = 0\ndrain_timeout_secs = 0\n",
+            "t",
+        )
+        .unwrap();
+        let p = config.proxy.unwrap();
+        assert_eq!(p.balance, Balance::LeastConnections);
+        assert_eq!(
+            p.backend_pool_idle_timeout_secs,
+            Seconds(Duration::from_millis(4500))
+        );
+        assert_eq!(p.backend_pool_max_idle_per_backend, 0);
+        assert_eq!(p.drain_timeout_secs, Seconds(Duration::ZERO));
+        assert_eq!(ProxyConfig::default().balance, Balance::RoundRobin);
+        let err = Config::from_toml_str(
+            "[xdp]\ninterface = \"eth0\"\n[proxy]\nbalance = \"random\"\n",
+            "bad.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("bad.toml:4:") && err.contains("least_connections"),
+            "{err}"
         );
     }
 

@@ -215,6 +215,40 @@ fn parallel_clients_share_a_bounded_pool() {
     assert_eq!(total, 80, "each request reached the backend exactly once");
 }
 
+#[test]
+fn least_connections_sends_requests_past_a_busy_backend() {
+    let a = KeepAliveBackend::start(IdlePolicy::Keep);
+    let b = KeepAliveBackend::start(IdlePolicy::Keep);
+    let config = ProxyConfig {
+        balance: netguard::config::Balance::LeastConnections,
+        ..config()
+    };
+    let proxy = Proxy::start_with_log(&config, &[app(&[a.addr(), b.addr()])], RouterLog::Off)
+        .expect("proxy");
+    let addr = proxy.http_addr();
+    // All idle: the first request goes to the first backend and stays there a while.
+    let slow = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        one(&mut c, &get("/slow")).status
+    });
+    let deadline = Instant::now() + T;
+    while a.requests().iter().flatten().count() == 0 {
+        assert!(Instant::now() < deadline, "the slow request never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut c = Client::connect(addr);
+    for i in 0..4 {
+        assert_eq!(one(&mut c, &get(&format!("/{i}"))).status, 200);
+    }
+    assert_eq!(slow.join().expect("slow client"), 200);
+    let count = |k: &KeepAliveBackend| k.requests().iter().flatten().count();
+    assert_eq!(
+        (count(&a), count(&b)),
+        (1, 4),
+        "round-robin would have split them"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real daemon in a sandbox namespace: graceful drain on SIGTERM, and the SO_REUSEPORT
 // handover from one daemon to the next.

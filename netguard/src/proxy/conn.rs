@@ -402,7 +402,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Err(_) => Next::Drop,
             };
         }
-        let candidates = upstream::candidates(app, &self.shared.health, Instant::now());
+        let candidates = upstream::ordered(
+            app,
+            &self.shared.health,
+            &self.shared.load,
+            s.balance,
+            Instant::now(),
+        );
         if candidates.is_empty() {
             return self.answer(503, id, close_early, head, s, tally).await;
         }
@@ -463,6 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             };
             tally.backend = Some(addr);
+            let _in_flight = self.shared.load.track(addr);
 
             if head.expect_continue && !continued {
                 continued = true;

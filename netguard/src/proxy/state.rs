@@ -23,9 +23,9 @@ use super::{
     pool::{Pool, PoolLimits},
     route::{Pattern, RouteTable},
     tls::{self, Site},
-    upstream::Health,
+    upstream::{Health, Load},
 };
-use crate::config::{AppConfig, ProxyConfig, TlsMode};
+use crate::config::{AppConfig, Balance, ProxyConfig, TlsMode};
 
 /// The proxy's settings in the form the data path uses.
 #[derive(Debug, Clone)]
@@ -47,6 +47,7 @@ pub struct Settings {
     pub https_port: u16,
     /// Idle backend connections kept for reuse.
     pub pool: PoolLimits,
+    pub balance: Balance,
 }
 
 impl Settings {
@@ -74,6 +75,7 @@ impl Settings {
                 total: c.backend_pool_max_idle as usize,
                 idle_timeout: c.backend_pool_idle_timeout_secs.0,
             },
+            balance: c.balance,
         }
     }
 
@@ -139,6 +141,8 @@ impl Snapshot {
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     pub health: Health,
+    /// Requests in flight per backend address (for least-connections).
+    pub load: Arc<Load>,
     /// Idle keep-alive connections to backends; kept across reloads (per address).
     pub pool: Pool,
     pub log: RouterLog,
@@ -159,6 +163,7 @@ impl Shared {
         Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             health: Health::default(),
+            load: Arc::default(),
             pool: Pool::default(),
             log,
             connections: Mutex::new(Connections::default()),
