@@ -32,6 +32,13 @@
 //! backend_connect_timeout_secs = 5     # TCP connect to a backend; on expiry: ejected, next backend
 //! backend_response_timeout_secs = 60   # request sent → response head, and between response body reads: 504
 //! backend_eject_secs = 10              # how long a backend that refused or timed out a connect is skipped
+//! backend_pool_idle_timeout_secs = 30  # idle keep-alive connections to backends are closed after this; keep it
+//!                                      #   below the backends' own keep-alive timeout
+//! backend_pool_max_idle_per_backend = 32  # idle connections kept per backend address; 0: one connection per request
+//! backend_pool_max_idle = 1024         # idle connections kept over all backends
+//! balance = "round_robin"              # or "least_connections": the live backend with the fewest requests in flight
+//! drain_timeout_secs = 30              # SIGTERM/SIGINT: stop accepting, finish requests in flight for at most
+//!                                      #   this long, then exit (0: at once)
 //! max_connections = 10000              # client connections open at once; more get 503 and are closed
 //! max_connections_per_client = 256     # the same per client IP address
 //! trusted_proxies = []                 # clients whose X-Forwarded-* are kept and appended to
@@ -219,6 +226,11 @@ pub struct ProxyConfig {
     pub backend_connect_timeout_secs: Seconds,
     pub backend_response_timeout_secs: Seconds,
     pub backend_eject_secs: Seconds,
+    pub backend_pool_idle_timeout_secs: Seconds,
+    pub backend_pool_max_idle_per_backend: u32,
+    pub backend_pool_max_idle: u32,
+    pub balance: Balance,
+    pub drain_timeout_secs: Seconds,
     pub max_connections: u32,
     pub max_connections_per_client: u32,
     #[serde(deserialize_with = "deserialize_trusted_proxies")]
@@ -243,6 +255,11 @@ impl Default for ProxyConfig {
             backend_connect_timeout_secs: secs(5),
             backend_response_timeout_secs: secs(60),
             backend_eject_secs: secs(10),
+            backend_pool_idle_timeout_secs: secs(30),
+            backend_pool_max_idle_per_backend: 32,
+            backend_pool_max_idle: 1024,
+            balance: Balance::RoundRobin,
+            drain_timeout_secs: secs(30),
             max_connections: 10_000,
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
@@ -270,6 +287,18 @@ pub struct AppConfig {
     pub key: Option<PathBuf>,
     #[serde(default)]
     pub force_https: bool,
+}
+
+/// `proxy.balance`: how a request picks among an app's live backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each request starts one backend further along the list.
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest requests in flight (through this proxy); ties go
+    /// round-robin.
+    LeastConnections,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -704,6 +733,10 @@ impl Config {
                 p.backend_response_timeout_secs,
             ),
             ("backend_eject_secs", p.backend_eject_secs),
+            (
+                "backend_pool_idle_timeout_secs",
+                p.backend_pool_idle_timeout_secs,
+            ),
         ] {
             if secs.0.is_zero() || secs.0 > MAX_PROXY_TIMEOUT {
                 problems.add(
@@ -715,8 +748,26 @@ impl Config {
                 );
             }
         }
+        if p.drain_timeout_secs.0 > MAX_PROXY_TIMEOUT {
+            problems.add(
+                "proxy.drain_timeout_secs",
+                format!(
+                    "must be at most 86400 seconds (0: exit at once), not {:?}",
+                    p.drain_timeout_secs.0
+                ),
+            );
+        }
         if p.max_connections == 0 {
             problems.add("proxy.max_connections", "must be at least 1");
+        }
+        if p.backend_pool_max_idle_per_backend > p.backend_pool_max_idle {
+            problems.add(
+                "proxy.backend_pool_max_idle_per_backend",
+                format!(
+                    "must be at most proxy.backend_pool_max_idle ({}), not {}",
+                    p.backend_pool_max_idle, p.backend_pool_max_idle_per_backend
+                ),
+            );
         }
         if p.max_connections_per_client == 0 || p.max_connections_per_client > p.max_connections {
             problems.add(
@@ -1618,6 +1669,34 @@ backends = []
     }
 
     #[test]
+    fn balance_and_pool_keys_parse_and_bad_values_name_the_line() {
+        let config = Config::from_toml_str(
+            "[xdp]\ninterface = \"eth0\"\n[proxy]\nbalance = \"least_connections\"\nbackend_pool_idle_timeout_secs = 4.5\nbackend_pool_max_idle_per_backend = 0\ndrain_timeout_secs = 0\n",
+            "t",
+        )
+        .unwrap();
+        let p = config.proxy.unwrap();
+        assert_eq!(p.balance, Balance::LeastConnections);
+        assert_eq!(
+            p.backend_pool_idle_timeout_secs,
+            Seconds(Duration::from_millis(4500))
+        );
+        assert_eq!(p.backend_pool_max_idle_per_backend, 0);
+        assert_eq!(p.drain_timeout_secs, Seconds(Duration::ZERO));
+        assert_eq!(ProxyConfig::default().balance, Balance::RoundRobin);
+        let err = Config::from_toml_str(
+            "[xdp]\ninterface = \"eth0\"\n[proxy]\nbalance = \"random\"\n",
+            "bad.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("bad.toml:4:") && err.contains("least_connections"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn proxy_problems_are_all_listed() {
         let problems = problems_of(
             r#"
@@ -1630,6 +1709,10 @@ max_header_line_bytes = 100
 max_header_section_bytes = "2MiB"
 keepalive_timeout_secs = 0
 backend_eject_secs = 86401
+backend_pool_idle_timeout_secs = 0
+backend_pool_max_idle_per_backend = 10
+backend_pool_max_idle = 5
+drain_timeout_secs = 90000
 max_connections = 0
 trusted_proxies = ["10.0.0.1/8"]
 router_log = ""
@@ -1659,6 +1742,9 @@ cert = "x.pem"
             "proxy.max_header_section_bytes",
             "proxy.keepalive_timeout_secs",
             "proxy.backend_eject_secs",
+            "proxy.backend_pool_idle_timeout_secs",
+            "proxy.backend_pool_max_idle_per_backend",
+            "proxy.drain_timeout_secs",
             "proxy.max_connections",
             "proxy.max_connections_per_client",
             "proxy.trusted_proxies[0]",

@@ -224,6 +224,9 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     let served = runtime.block_on(serve(&mut state, &mut ebpf, admin_reloads));
     state.admin.set_ready(false);
     served?;
+    if let (Some(proxy), Some(config)) = (&state.proxy, &state.prepared.config.proxy) {
+        runtime.block_on(drain(proxy, config.drain_timeout_secs.0));
+    }
     for task in &state.dns_tasks {
         task.abort();
     }
@@ -251,6 +254,42 @@ struct Running {
     dns_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Readiness, reload counters and the routes `/routes` shows.
     admin: Arc<AdminState>,
+}
+
+/// Graceful proxy drain after SIGTERM/SIGINT; a second signal ends it at once.
+async fn drain(proxy: &Proxy, timeout: std::time::Duration) {
+    info!(
+        open = proxy.open_connections(),
+        timeout_secs = timeout.as_secs_f64(),
+        "proxy draining: no new connections, finishing requests in flight"
+    );
+    if crate::reuseport::migrates_queued_connections() == Some(false) {
+        info!(
+            "net.ipv4.tcp_migrate_req is 0: connections queued but not yet accepted are reset when the listeners close, even with a new netguard listening (see README, \"Upgrading without a gap\")"
+        );
+    }
+    let started = Instant::now();
+    let again = async {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            },
+            _ => std::future::pending().await,
+        }
+    };
+    let left = proxy.drain(timeout, again).await;
+    if left == 0 {
+        info!(ms = started.elapsed().as_millis() as u64, "proxy drained");
+    } else {
+        warn!(
+            connections = left,
+            "proxy drain ended with connections still open; they are closed"
+        );
+    }
 }
 
 /// Every private-side interface of every network, once.

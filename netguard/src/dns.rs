@@ -114,17 +114,13 @@ pub fn spawn(
     Ok(handles)
 }
 
+// SO_REUSEPORT: an upgraded daemon binds while the old one still answers.
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    UdpSocket::from_std(crate::reuseport::udp_socket(addr)?)
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    // std sets SO_REUSEADDR, so a restart is not refused while old connections linger.
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    TcpListener::from_std(listener)
+    TcpListener::from_std(crate::reuseport::tcp_listener(addr)?)
 }
 
 /// The querier's IPv4 address; IPv4-mapped IPv6 is unmapped. Any other IPv6 peer gets

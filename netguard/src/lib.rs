@@ -17,6 +17,7 @@ pub mod paths;
 pub mod policy;
 pub mod private_net;
 pub mod proxy;
+pub mod reuseport;
 pub mod routes;
 pub mod stats;
 pub mod tables;

@@ -16,6 +16,7 @@ pub mod bulk;
 pub mod cmd;
 pub mod daemon;
 pub mod http;
+pub mod keepalive;
 pub mod limiter_sandbox;
 pub mod listeners;
 pub mod netns;

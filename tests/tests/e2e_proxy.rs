@@ -472,7 +472,7 @@ fn accepted_requests_reach_the_backend_in_canonical_form() {
         format!(
             "POST /x?y=1 HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 127.0.0.1\r\n\
              X-Forwarded-Proto: http\r\nX-Forwarded-Port: {port}\r\nX-Request-ID: test-1\r\n\
-             Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+             Content-Length: 5\r\n\r\nhello"
         )
     );
 
@@ -503,7 +503,7 @@ fn accepted_requests_reach_the_backend_in_canonical_form() {
         format!(
             "PUT /c HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 127.0.0.1\r\n\
              X-Forwarded-Proto: http\r\nX-Forwarded-Port: {port}\r\nX-Request-ID: test-2\r\n\
-             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+             Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
         )
     );
 }

@@ -49,7 +49,7 @@ use super::{
     request_id::new_request_id,
     response::{self, BadResponse, ClientFraming, ResponseBody, ResponseHead, client_framing},
     state::{Settings, Shared, Snapshot},
-    upstream::{self, ConnectError},
+    upstream::{self, ConnectError, Sent},
 };
 
 /// Smallest input buffer; also the size of one body read.
@@ -159,6 +159,8 @@ enum BodyFailure {
 
 /// Why a response did not reach the client whole.
 enum RelayFailure {
+    /// The backend closed the connection before sending one byte of a response.
+    Stale,
     /// No usable head from the backend: answer 502/504.
     Head(u16, &'static str),
     /// Failed after the head was sent: the connection can only be dropped.
@@ -227,10 +229,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Next::Close
                 }
                 HeadOutcome::Head {
-                    head,
+                    mut head,
                     started,
                     bytes,
                 } => {
+                    // Draining: this response is the connection's last.
+                    if self.shared.is_draining() {
+                        head.keep_alive = false;
+                    }
                     // The routes in force when the head arrived, not when the wait began.
                     let snap = self.shared.snapshot();
                     self.exchange(&snap, &head, started, bytes).await
@@ -250,6 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn read_head(&mut self, s: &Settings, accepted: Option<Instant>) -> HeadOutcome {
         let mut started = accepted;
         let mut bytes = 0u64;
+        let mut draining = self.shared.draining();
         loop {
             if started.is_none() && !self.buf.is_empty() {
                 started = Some(Instant::now());
@@ -300,7 +307,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(t) => t + s.header_timeout,
                 None => Instant::now() + s.keepalive_timeout,
             };
-            match timeout_at(deadline.into(), self.buf.fill(&mut self.io)).await {
+            let fill = timeout_at(deadline.into(), self.buf.fill(&mut self.io));
+            let filled = if started.is_none() {
+                // Idle between requests: a drain closes the connection now.
+                tokio::select! {
+                    filled = fill => filled,
+                    _ = draining.wait_for(|d| *d) => return HeadOutcome::Closed,
+                }
+            } else {
+                fill.await
+            };
+            match filled {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return HeadOutcome::Closed,
                 Err(_) if self.buf.is_empty() => return HeadOutcome::Closed,
@@ -385,7 +402,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Err(_) => Next::Drop,
             };
         }
-        let candidates = upstream::candidates(app, &self.shared.health, Instant::now());
+        let candidates = upstream::ordered(
+            app,
+            &self.shared.health,
+            &self.shared.load,
+            s.balance,
+            Instant::now(),
+        );
         if candidates.is_empty() {
             return self.answer(503, id, close_early, head, s, tally).await;
         }
@@ -412,55 +435,105 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             port: self.local_port,
             trusted: s.is_trusted(self.peer.ip()),
         };
-        let backend_head = forward::backend_head(head, &client, id);
-        let (mut backend, addr) = match upstream::connect_and_send(
+        // A tunnel never goes back to the pool, so its request asks for no reuse either.
+        let reuse = s.pool.enabled() && head.upgrade.is_none();
+        let backend_head = forward::backend_head_for(head, &client, id, reuse);
+        let pool = reuse.then_some((&self.shared.pool, &s.pool));
+        let mut sent = upstream::send(
             &candidates,
             &backend_head,
             s.connect_timeout,
             s.eject_for,
             &self.shared.health,
+            pool,
         )
-        .await
-        {
-            Ok(ok) => ok,
-            Err((e, last)) => {
-                tally.backend = last;
-                let status = match e {
-                    ConnectError::TimedOut => 504,
-                    ConnectError::Failed(_) => 502,
-                };
-                return self.answer(status, id, close_early, head, s, tally).await;
-            }
-        };
-        tally.backend = Some(addr);
+        .await;
+        // Without a body nothing was consumed from the client, so the request can be sent again.
+        let resendable = matches!(head.body, BodyFraming::Empty | BodyFraming::Length(0));
+        let mut retried = false;
+        let mut continued = false;
+        loop {
+            let Sent {
+                stream: mut backend,
+                addr,
+                reused,
+            } = match sent {
+                Ok(ok) => ok,
+                Err((e, last)) => {
+                    tally.backend = last;
+                    let status = match e {
+                        ConnectError::TimedOut => 504,
+                        ConnectError::Failed(_) => 502,
+                    };
+                    return self.answer(status, id, close_early, head, s, tally).await;
+                }
+            };
+            tally.backend = Some(addr);
+            let _in_flight = self.shared.load.track(addr);
 
-        if head.expect_continue && self.send(pages::CONTINUE, s, tally).await.is_err() {
-            return Next::Drop;
-        }
-        match self.pump_body(&mut backend, head.body, s, tally).await {
-            Ok(()) => {}
-            Err(BodyFailure::ClientGone) => {
-                tally.status = 499;
-                return Next::Drop;
+            if head.expect_continue && !continued {
+                continued = true;
+                if self.send(pages::CONTINUE, s, tally).await.is_err() {
+                    return Next::Drop;
+                }
             }
-            Err(BodyFailure::Client(status, reason)) => {
-                tracing::debug!(client = %self.peer, status, reason, "request body refused");
-                drop(backend);
-                return self.answer(status, id, true, head, s, tally).await;
+            match self.pump_body(&mut backend, head.body, s, tally).await {
+                Ok(()) => {}
+                Err(BodyFailure::ClientGone) => {
+                    tally.status = 499;
+                    return Next::Drop;
+                }
+                Err(BodyFailure::Client(status, reason)) => {
+                    tracing::debug!(client = %self.peer, status, reason, "request body refused");
+                    drop(backend);
+                    return self.answer(status, id, true, head, s, tally).await;
+                }
+                Err(BodyFailure::Backend) => {
+                    return self.answer(502, id, true, head, s, tally).await;
+                }
             }
-            Err(BodyFailure::Backend) => {
-                return self.answer(502, id, true, head, s, tally).await;
-            }
-        }
 
-        match self.relay_response(&mut backend, head, s, tally).await {
-            Ok(next) => next,
-            Err(RelayFailure::Head(status, reason)) => {
-                tracing::warn!(backend = %addr, status, reason, "bad backend response");
-                self.answer(status, id, !head.keep_alive, head, s, tally)
-                    .await
+            let failure = match self.relay_response(&mut backend, head, s, tally).await {
+                Ok((next, reusable)) => {
+                    if reuse && reusable {
+                        self.shared.pool.put(addr, backend, Instant::now(), &s.pool);
+                    }
+                    return next;
+                }
+                Err(f) => f,
+            };
+            match failure {
+                // The backend closed an idle connection as we reused it: not one byte of a
+                // response came, so it never answered this request. Once, on a fresh
+                // connection (the same backend first).
+                RelayFailure::Stale if reused && resendable && !retried => {
+                    tracing::debug!(backend = %addr, "pooled backend connection was closed; resending on a fresh one");
+                    retried = true;
+                    let order: Vec<SocketAddr> = std::iter::once(addr)
+                        .chain(candidates.iter().copied().filter(|&c| c != addr))
+                        .collect();
+                    sent = upstream::send(
+                        &order,
+                        &backend_head,
+                        s.connect_timeout,
+                        s.eject_for,
+                        &self.shared.health,
+                        None,
+                    )
+                    .await;
+                }
+                RelayFailure::Stale => {
+                    tracing::warn!(backend = %addr, reused, "backend closed without a response");
+                    return self.answer(502, id, !head.keep_alive, head, s, tally).await;
+                }
+                RelayFailure::Head(status, reason) => {
+                    tracing::warn!(backend = %addr, status, reason, "bad backend response");
+                    return self
+                        .answer(status, id, !head.keep_alive, head, s, tally)
+                        .await;
+                }
+                RelayFailure::Broken => return Next::Drop,
             }
-            Err(RelayFailure::Broken) => Next::Drop,
         }
     }
 
@@ -554,15 +627,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Reads the backend's response head and streams the response to the client.
+    /// Reads the backend's response head and streams the response to the client. Also says
+    /// whether the backend connection can serve another request: the response was read to its
+    /// framed end with nothing after it, and the backend did not ask to close.
     async fn relay_response(
         &mut self,
         backend: &mut TcpStream,
         head: &RequestHead,
         s: &Settings,
         tally: &mut Tally,
-    ) -> Result<Next, RelayFailure> {
+    ) -> Result<(Next, bool), RelayFailure> {
         let mut bbuf: Vec<u8> = Vec::with_capacity(MIN_BUFFER);
+        let mut interim = false;
         let deadline = Instant::now() + s.response_timeout;
         let (resp, len) = loop {
             match response::parse_response(&bbuf, head.is_head()) {
@@ -571,6 +647,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 {
                     // Interim responses (100 Continue, 103 Early Hints) are not passed on.
                     bbuf.drain(..len);
+                    interim = true;
                     continue;
                 }
                 Ok(Some(found)) => break found,
@@ -583,6 +660,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // parse_response refuses heads past MAX_RESPONSE_HEAD, so this stays bounded.
             bbuf.reserve(MIN_BUFFER);
             match timeout_at(deadline.into(), backend.read_buf(&mut bbuf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) if bbuf.is_empty() && !interim => {
+                    return Err(RelayFailure::Stale);
+                }
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     return Err(RelayFailure::Head(502, "backend closed without a response"));
                 }
@@ -597,7 +677,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if head.upgrade.is_none() {
                 return Err(RelayFailure::Head(502, "101 without an upgrade request"));
             }
-            return self.tunnel(backend, &resp, bbuf, s, tally).await;
+            return Ok((self.tunnel(backend, &resp, bbuf, s, tally).await?, false));
         }
 
         let framing = client_framing(resp.body, head.version);
@@ -606,13 +686,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.send(&out, s, tally)
             .await
             .map_err(|_| RelayFailure::Broken)?;
-        self.relay_body(backend, resp.body, framing, bbuf, s, tally)
+        let clean = self
+            .relay_body(backend, resp.body, framing, bbuf, s, tally)
             .await?;
-        Ok(if keep_alive {
+        let reusable = clean && resp.keep_alive && resp.body != ResponseBody::UntilClose;
+        let next = if keep_alive {
             Next::KeepAlive
         } else {
             Next::Close
-        })
+        };
+        Ok((next, reusable))
     }
 
     async fn relay_body(
@@ -623,14 +706,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         mut pending: Vec<u8>,
         s: &Settings,
         tally: &mut Tally,
-    ) -> Result<(), RelayFailure> {
+    ) -> Result<bool, RelayFailure> {
         let chunk_out = framing == ClientFraming::Chunked;
         let mut out = Vec::with_capacity(MIN_BUFFER + 32);
         let mut read = vec![0u8; MIN_BUFFER];
         // Bytes of the body so far in `pending` (the rest of the first read), then reads.
         let mut decoder = ChunkedDecoder::new(u64::MAX);
         let mut left = match body {
-            ResponseBody::None => return Ok(()),
+            // Bytes after a body-less response mean the backend's framing cannot be trusted.
+            ResponseBody::None => return Ok(pending.is_empty()),
             ResponseBody::Length(n) => n,
             _ => u64::MAX,
         };
@@ -658,12 +742,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             out.clear();
             let mut finished = false;
             let mut broken = false;
+            let mut extra = false;
             match body {
                 ResponseBody::Length(_) => {
                     let take = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
                     out.extend_from_slice(&input[..take]);
                     left -= take as u64;
                     finished = left == 0;
+                    extra = take < input.len();
                 }
                 ResponseBody::Chunked => {
                     let mut rest = input;
@@ -678,6 +764,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             Step::NeedMore => {}
                             Step::Done => {
                                 finished = true;
+                                extra = used < rest.len();
                                 break;
                             }
                         }
@@ -699,7 +786,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(RelayFailure::Broken);
             }
             if finished {
-                return Ok(());
+                return Ok(!extra);
             }
         }
         if chunk_out {
@@ -707,7 +794,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .await
                 .map_err(|_| RelayFailure::Broken)?;
         }
-        Ok(())
+        // Ended by the backend's close (or an empty sized body): nothing to reuse or to trust.
+        Ok(body != ResponseBody::UntilClose)
     }
 
     /// After a 101: the response head, then bytes both ways until either side closes.

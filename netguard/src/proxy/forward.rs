@@ -14,8 +14,10 @@
 //! - `Host` passes through as received (or the authority of an absolute-form target).
 //!
 //! Framing is ours: `Content-Length` for a sized body, `Transfer-Encoding: chunked` (re-encoded)
-//! for a chunked one, nothing for an empty one; `Connection: close` (one request per backend
-//! connection), or `Connection: upgrade` with the client's `Upgrade` value.
+//! for a chunked one, nothing for an empty one. No `Connection` field when the backend
+//! connection may be kept for the next request (HTTP/1.1's default is persistent; see
+//! `proxy::pool`), `Connection: close` when it may not, or `Connection: upgrade` with the
+//! client's `Upgrade` value.
 
 use std::net::IpAddr;
 
@@ -45,8 +47,18 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The request head sent to the backend.
+/// The request head sent to a backend connection that is closed after the response.
 pub fn backend_head(head: &RequestHead, client: &ClientInfo, request_id: &str) -> Vec<u8> {
+    backend_head_for(head, client, request_id, false)
+}
+
+/// The request head sent to the backend; `reuse`: the connection may serve later requests.
+pub fn backend_head_for(
+    head: &RequestHead,
+    client: &ClientInfo,
+    request_id: &str,
+    reuse: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", head.method, head.target).as_bytes());
     push_field(&mut out, "Host", head.authority.as_bytes());
@@ -93,6 +105,7 @@ pub fn backend_head(head: &RequestHead, client: &ClientInfo, request_id: &str) -
             push_field(&mut out, "Connection", b"upgrade");
             push_field(&mut out, "Upgrade", protocol);
         }
+        None if reuse => {}
         None => push_field(&mut out, "Connection", b"close"),
     }
     out.extend_from_slice(b"\r\n");
@@ -171,6 +184,12 @@ mod tests {
         assert!(
             out.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
             "{out}"
+        );
+        let reused =
+            String::from_utf8(backend_head_for(&chunked, &client(false), "r", true)).unwrap();
+        assert!(
+            reused.ends_with("X-Request-ID: r\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "{reused}"
         );
         let v10 = parsed("GET / HTTP/1.0\r\nHost: a\r\n\r\n");
         let out = String::from_utf8(backend_head(&v10, &client(false), "r")).unwrap();

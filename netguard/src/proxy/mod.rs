@@ -14,6 +14,7 @@
 //! | [`log`] | the router log, one logfmt line per request |
 //! | [`metrics`] | request counters and duration histograms per app |
 //! | [`upstream`] | round-robin, ejection, connect with retries |
+//! | [`pool`] | idle keep-alive connections to backends |
 //! | [`state`] | the swappable snapshot of routes and settings; connection caps |
 //! | `conn` | one client connection's request loop |
 //! | [`tls`] | TLS termination: certificates by SNI (rustls, ring) |
@@ -22,8 +23,7 @@
 //! daemon and the tests use it; [`Proxy::reload`] swaps routes, settings and certificates
 //! atomically), and [`serve`] runs it on the caller's runtime until a shutdown future resolves.
 //!
-//! Not in this slice: TLS passthrough, HTTP/2, WebSocket beyond the plain 101 tunnel, and
-//! keep-alive connections to backends (each request opens one).
+//! Not in this slice: TLS passthrough, HTTP/2, WebSocket beyond the plain 101 tunnel.
 
 pub mod chunked;
 mod conn;
@@ -32,6 +32,7 @@ pub mod framing;
 pub mod log;
 pub mod metrics;
 pub mod pages;
+pub mod pool;
 mod request_id;
 pub mod response;
 pub mod route;
@@ -131,6 +132,7 @@ fn spawn_listeners(
         None,
         shutdown.clone(),
     ))];
+    tasks.push(tokio::spawn(reap_idle(shared.clone(), shutdown.clone())));
     if let Some(https) = bound.https {
         let acceptor =
             TlsAcceptor::from(tls::server_config(shared.clone()).map_err(ProxyError::TlsConfig)?);
@@ -251,6 +253,32 @@ impl Proxy {
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }
+
+    /// Graceful drain: stops accepting (the listeners close, so new connections are refused
+    /// or, with a second process on the same `SO_REUSEPORT` ports, go to it), lets requests in
+    /// flight finish (kept-alive connections close after their current response, idle ones at
+    /// once) and waits for the last connection to end, at most `timeout` or until `cut_short`
+    /// resolves. Returns the connections still open then (dropped with the proxy).
+    pub async fn drain(&self, timeout: Duration, cut_short: impl Future<Output = ()>) -> u32 {
+        let _ = self.shutdown.send(true);
+        self.shared.start_drain();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let wait = async {
+            while self.shared.open_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, wait) => {}
+            _ = cut_short => {}
+        }
+        self.shared.open_connections()
+    }
+
+    /// Idle keep-alive connections to backends now.
+    pub fn idle_backend_connections(&self) -> usize {
+        self.shared.pool.idle_count()
+    }
 }
 
 impl Drop for Proxy {
@@ -329,10 +357,9 @@ pub async fn serve(
 }
 
 fn bind_std(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ProxyError> {
-    // std sets SO_REUSEADDR on Unix listeners, so a restart does not wait for TIME_WAIT.
+    // SO_REUSEPORT: a new daemon binds while this one drains (see crate::reuseport).
     let err = |source| ProxyError::Bind { addr, source };
-    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
+    let listener = crate::reuseport::tcp_listener(addr).map_err(err)?;
     let bound = listener.local_addr().map_err(err)?;
     Ok((listener, bound))
 }
@@ -393,6 +420,23 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// Closes pooled backend connections past their idle timeout, every second, and all of them
+/// on shutdown.
+async fn reap_idle(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {
+                let idle_timeout = shared.snapshot().settings.pool.idle_timeout;
+                shared.pool.reap(Instant::now(), idle_timeout);
+            }
+        }
+    }
+    shared.pool.clear();
 }
 
 /// Over a connection cap: a 503 without reading the request, then close.

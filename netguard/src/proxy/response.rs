@@ -33,6 +33,9 @@ pub struct ResponseHead {
     pub body: ResponseBody,
     /// The validated Content-Length of a body-less response (HEAD, 304), passed on as metadata.
     pub content_length: Option<u64>,
+    /// The backend keeps the connection open after this response: HTTP/1.1 without
+    /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
+    pub keep_alive: bool,
 }
 
 /// Why a backend response cannot be passed on.
@@ -134,6 +137,11 @@ pub fn parse_response(
     } else {
         ResponseBody::UntilClose
     };
+    let keep_alive = if resp.version == Some(1) {
+        !connection.iter().any(|t| t == "close")
+    } else {
+        connection.iter().any(|t| t == "keep-alive")
+    };
     let content_length = match body {
         ResponseBody::None if chunked.is_none() && status != 204 && status >= 200 => content_length,
         _ => None,
@@ -145,6 +153,7 @@ pub fn parse_response(
             fields,
             body,
             content_length,
+            keep_alive,
         },
         len,
     )))
@@ -285,6 +294,19 @@ mod tests {
             .unwrap();
         assert_eq!(head.body, None);
         assert_eq!(head.content_length, Some(5));
+    }
+
+    #[test]
+    fn whether_the_backend_keeps_the_connection() {
+        let keeps = |raw: &str| parse(raw.as_bytes()).unwrap().unwrap().0.keep_alive;
+        assert!(keeps("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keeps(
+            "HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keeps("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(keeps(
+            "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
+        ));
     }
 
     #[test]

@@ -14,17 +14,19 @@ use std::{
 };
 
 use ipnet::IpNet;
+use tokio::sync::watch;
 
 use super::{
     ProxyError,
     framing::HeadLimits,
     log::{Record, RouterLog},
     metrics::ProxyMetrics,
+    pool::{Pool, PoolLimits},
     route::{Pattern, RouteTable},
     tls::{self, Site},
-    upstream::Health,
+    upstream::{Health, Load},
 };
-use crate::config::{AppConfig, ProxyConfig, TlsMode};
+use crate::config::{AppConfig, Balance, ProxyConfig, TlsMode};
 
 /// The proxy's settings in the form the data path uses.
 #[derive(Debug, Clone)]
@@ -44,6 +46,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// The port in `https://` redirects.
     pub https_port: u16,
+    /// Idle backend connections kept for reuse.
+    pub pool: PoolLimits,
+    pub balance: Balance,
 }
 
 impl Settings {
@@ -66,6 +71,12 @@ impl Settings {
             max_connections_per_client: c.max_connections_per_client,
             trusted_proxies: c.trusted_proxies.clone(),
             https_port: c.https_listen.port(),
+            pool: PoolLimits {
+                per_backend: c.backend_pool_max_idle_per_backend as usize,
+                total: c.backend_pool_max_idle as usize,
+                idle_timeout: c.backend_pool_idle_timeout_secs.0,
+            },
+            balance: c.balance,
         }
     }
 
@@ -131,9 +142,16 @@ impl Snapshot {
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     pub health: Health,
+    /// Requests in flight per backend address (for least-connections).
+    pub load: Arc<Load>,
+    /// Idle keep-alive connections to backends; kept across reloads (per address).
+    pub pool: Pool,
     pub log: RouterLog,
     pub metrics: ProxyMetrics,
     connections: Mutex<Connections>,
+    /// Set once when the proxy drains: kept-alive connections close after their current
+    /// response, idle ones at once.
+    draining: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -147,10 +165,27 @@ impl Shared {
         Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             health: Health::default(),
+            load: Arc::default(),
+            pool: Pool::default(),
             log,
             metrics: ProxyMetrics::default(),
             connections: Mutex::new(Connections::default()),
+            draining: watch::Sender::new(false),
         }
+    }
+
+    /// Starts draining (see [`Shared::draining`]).
+    pub fn start_drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// A receiver whose value turns `true` when draining starts.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -1,12 +1,20 @@
 //! Backends: which to try, in what order, and connecting with retries.
 //!
-//! Load balancing is **round-robin** over an app's backends that are not ejected: each request
-//! starts one position further along the list. A backend whose connect is refused or times out,
+//! Load balancing (`proxy.balance`) is **round-robin** by default over an app's backends that
+//! are not ejected: each request starts one position further along the list. With
+//! **least-connections** the live backends are tried in order of the requests this proxy has in
+//! flight to them (a WebSocket tunnel counts for as long as it is open), fewest first; ties keep
+//! the round-robin order, so equally loaded backends still take turns. A backend whose connect is refused or times out,
 //! or that drops the connection before the request head is written, is **ejected** for
 //! `backend_eject_secs` and the request moves on to the next live backend; nothing of the body
 //! has been read from the client at that point, so the retry is always safe. Every live backend
 //! is tried at most once per request. An app with no live backend answers 503. Ejections survive
 //! reloads (they are kept per address).
+//!
+//! With keep-alive pooling on (see [`super::pool`]), [`send`] first tries an idle connection
+//! to the backend round-robin chose; a pooled connection whose write fails is closed and the
+//! next one (or a fresh connect) is used, without ejecting the backend: an idle connection the
+//! backend closed says nothing about its health.
 
 use std::{
     collections::HashMap,
@@ -21,7 +29,11 @@ use std::{
 
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use super::state::App;
+use super::{
+    pool::{Pool, PoolLimits},
+    state::App,
+};
+use crate::config::Balance;
 
 /// Ejected backends and until when.
 #[derive(Debug, Default)]
@@ -76,6 +88,77 @@ pub fn candidates(app: &App, health: &Health, now: Instant) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// The live backends of `app` in the order `balance` tries them.
+pub fn ordered(
+    app: &App,
+    health: &Health,
+    load: &Load,
+    balance: Balance,
+    now: Instant,
+) -> Vec<SocketAddr> {
+    let mut order = candidates(app, health, now);
+    if balance == Balance::LeastConnections && order.len() > 1 {
+        let active = load.active.lock().unwrap_or_else(PoisonError::into_inner);
+        // Stable: equal counts keep the round-robin rotation.
+        order.sort_by_key(|b| active.get(b).copied().unwrap_or(0));
+    }
+    order
+}
+
+/// Requests in flight per backend address, across snapshots.
+#[derive(Debug, Default)]
+pub struct Load {
+    active: Mutex<HashMap<SocketAddr, usize>>,
+}
+
+impl Load {
+    /// Counts a request to `backend` until the returned guard drops.
+    pub fn track(self: &std::sync::Arc<Self>, backend: SocketAddr) -> InFlight {
+        *self
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(backend)
+            .or_insert(0) += 1;
+        InFlight {
+            load: self.clone(),
+            backend,
+        }
+    }
+
+    pub fn in_flight(&self, backend: SocketAddr) -> usize {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&backend)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// One request in flight to a backend; dropping it ends the count.
+#[derive(Debug)]
+pub struct InFlight {
+    load: std::sync::Arc<Load>,
+    backend: SocketAddr,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut active = self
+            .load
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = active.get_mut(&self.backend) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                active.remove(&self.backend);
+            }
+        }
+    }
+}
+
 /// Why no backend took the request.
 #[derive(Debug)]
 pub enum ConnectError {
@@ -83,6 +166,47 @@ pub enum ConnectError {
     Failed(io::Error),
     /// The connect timed out: 504.
     TimedOut,
+}
+
+/// A backend connection that has taken the request head.
+#[derive(Debug)]
+pub struct Sent {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// Taken from the pool: the backend may have closed it while it was idle.
+    pub reused: bool,
+}
+
+/// Sends `head` over an idle pooled connection to the first candidate when `pool` is given and
+/// has one, else as [`connect_and_send`] does.
+pub async fn send(
+    candidates: &[SocketAddr],
+    head: &[u8],
+    connect_timeout: Duration,
+    eject_for: Duration,
+    health: &Health,
+    pool: Option<(&Pool, &PoolLimits)>,
+) -> Result<Sent, (ConnectError, Option<SocketAddr>)> {
+    if let (Some((pool, limits)), Some(&first)) = (pool, candidates.first()) {
+        while let Some(mut stream) = pool.take(first, Instant::now(), limits) {
+            if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, stream.write_all(head)).await
+            {
+                return Ok(Sent {
+                    stream,
+                    addr: first,
+                    reused: true,
+                });
+            }
+            tracing::debug!(backend = %first, "pooled backend connection failed on write");
+        }
+    }
+    let (stream, addr) =
+        connect_and_send(candidates, head, connect_timeout, eject_for, health).await?;
+    Ok(Sent {
+        stream,
+        addr,
+        reused: false,
+    })
 }
 
 /// Connects to the first candidate that accepts and takes `head`; ejects the ones that fail.
@@ -149,5 +273,40 @@ mod tests {
         let later = now + Duration::from_secs(11);
         assert_eq!(candidates(&app, &health, later).len(), 3);
         assert!(candidates(&self::app(&[]), &health, now).is_empty());
+    }
+
+    #[test]
+    fn least_connections_prefers_the_least_busy_and_rotates_ties() {
+        let app = app(&["192.0.2.1:80", "192.0.2.2:80", "192.0.2.3:80"]);
+        let [a, b, c] = [app.backends[0], app.backends[1], app.backends[2]];
+        let health = Health::default();
+        let load = std::sync::Arc::new(Load::default());
+        let now = Instant::now();
+        let lc = Balance::LeastConnections;
+        // All idle: the rotation decides, as with round-robin.
+        let firsts: Vec<SocketAddr> = (0..3)
+            .map(|_| ordered(&app, &health, &load, lc, now)[0])
+            .collect();
+        assert_eq!(firsts, [a, b, c]);
+        let busy_a = load.track(a);
+        let busy_a2 = load.track(a);
+        let busy_b = load.track(b);
+        assert_eq!(load.in_flight(a), 2);
+        for _ in 0..3 {
+            assert_eq!(ordered(&app, &health, &load, lc, now), [c, b, a]);
+        }
+        // Round-robin ignores the load.
+        let rr: Vec<SocketAddr> = (0..3)
+            .map(|_| ordered(&app, &health, &load, Balance::RoundRobin, now)[0])
+            .collect();
+        assert_eq!(rr, [a, b, c]);
+        drop((busy_a, busy_a2));
+        assert_eq!(load.in_flight(a), 0);
+        let order = ordered(&app, &health, &load, lc, now);
+        assert_eq!(order[2], b, "b is the only busy one: last");
+        // Ejected backends are left out whatever their load.
+        health.eject(c, now + Duration::from_secs(10));
+        assert_eq!(ordered(&app, &health, &load, lc, now).len(), 2);
+        drop(busy_b);
     }
 }
