@@ -20,7 +20,7 @@
 //! ```toml
 //! [proxy]
 //! http_listen = "0.0.0.0:80"           # plain HTTP/1.1
-//! https_listen = "0.0.0.0:443"         # TLS; bound only when an app has tls = "terminate"
+//! https_listen = "0.0.0.0:443"         # TLS (HTTP/2 and HTTP/1.1 by ALPN); bound only when an app has tls set
 //! max_body_bytes = 78643200            # 75 MiB (nginx's 75m); a bigger body is answered 413
 //! max_header_section_bytes = 32768     # all field lines with their CRLFs; more is 431
 //! max_header_line_bytes = 8192         # one field line without CRLF (431), or the request line (414)
@@ -32,6 +32,7 @@
 //! backend_connect_timeout_secs = 5     # TCP connect to a backend; on expiry: ejected, next backend
 //! backend_response_timeout_secs = 60   # request sent → response head, and between response body reads: 504
 //! backend_eject_secs = 10              # how long a backend that refused or timed out a connect is skipped
+//! tunnel_idle_timeout_secs = 600       # WebSocket/101 tunnels and TLS passthrough: closed after this long without a byte
 //! max_connections = 10000              # client connections open at once; more get 503 and are closed
 //! max_connections_per_client = 256     # the same per client IP address
 //! trusted_proxies = []                 # clients whose X-Forwarded-* are kept and appended to
@@ -41,11 +42,16 @@
 //! name = "shop"                                          # [A-Za-z0-9._-], unique
 //! domains = ["shop.example.com", "*.shop.example.com"]   # exact beats wildcard; case-insensitive; trailing dot ignored
 //! backends = ["172.17.0.2:5000", "172.17.0.3:5000"]      # round-robin; empty: every request gets 503
-//! tls = "terminate"                                      # optional; "passthrough" is not supported yet
-//! cert = "/etc/netguard/certs/shop.pem"                  # PEM chain (tls = "terminate"); relative to the config file
+//! tls = "terminate"                                      # optional; or "passthrough" (TLS forwarded untouched by SNI)
+//! cert = "/etc/netguard/certs/shop.pem"                  # PEM chain (tls = "terminate" only); relative to the config file
 //! key = "/etc/netguard/certs/shop.key"                   # PEM private key
 //! force_https = false                                    # true: plain HTTP gets 301 to https (needs tls)
 //! ```
+//!
+//! With `tls = "passthrough"` the app has no `cert`/`key` (its backends terminate TLS
+//! themselves, and the client sees their certificate); it is reached only on `https_listen`
+//! with SNI, and plain HTTP requests for its names get a 301 to https (see
+//! `proxy::passthrough`).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -217,6 +223,7 @@ pub struct ProxyConfig {
     pub backend_connect_timeout_secs: Seconds,
     pub backend_response_timeout_secs: Seconds,
     pub backend_eject_secs: Seconds,
+    pub tunnel_idle_timeout_secs: Seconds,
     pub max_connections: u32,
     pub max_connections_per_client: u32,
     #[serde(deserialize_with = "deserialize_trusted_proxies")]
@@ -241,6 +248,7 @@ impl Default for ProxyConfig {
             backend_connect_timeout_secs: secs(5),
             backend_response_timeout_secs: secs(60),
             backend_eject_secs: secs(10),
+            tunnel_idle_timeout_secs: secs(600),
             max_connections: 10_000,
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
@@ -275,7 +283,7 @@ pub struct AppConfig {
 pub enum TlsMode {
     /// The proxy holds the certificate and speaks HTTP to the backends.
     Terminate,
-    /// The TLS stream goes to the backends as is, routed by SNI (not supported yet).
+    /// The TLS stream goes to the backends as is, routed by SNI.
     Passthrough,
 }
 
@@ -698,6 +706,7 @@ impl Config {
                 p.backend_response_timeout_secs,
             ),
             ("backend_eject_secs", p.backend_eject_secs),
+            ("tunnel_idle_timeout_secs", p.tunnel_idle_timeout_secs),
         ] {
             if secs.0.is_zero() || secs.0 > MAX_PROXY_TIMEOUT {
                 problems.add(
@@ -804,10 +813,16 @@ impl Config {
                         }
                     }
                 }
-                Some(TlsMode::Passthrough) => problems.add(
-                    format!("{key}.tls"),
-                    "\"passthrough\" is not supported yet; use \"terminate\"",
-                ),
+                Some(TlsMode::Passthrough) => {
+                    for (field, path) in [("cert", &app.cert), ("key", &app.key)] {
+                        if path.is_some() {
+                            problems.add(
+                                format!("{key}.{field}"),
+                                "not used with tls = \"passthrough\": the backends hold the certificate",
+                            );
+                        }
+                    }
+                }
                 None => {
                     for (field, path) in [("cert", &app.cert), ("key", &app.key)] {
                         if path.is_some() {
@@ -1624,6 +1639,7 @@ max_header_section_bytes = "2MiB"
 keepalive_timeout_secs = 0
 backend_eject_secs = 86401
 max_connections = 0
+tunnel_idle_timeout_secs = 0
 trusted_proxies = ["10.0.0.1/8"]
 router_log = ""
 [[app]]
@@ -1639,6 +1655,7 @@ force_https = true
 name = "bad name!"
 domains = []
 tls = "passthrough"
+cert = "backend.pem"
 [[app]]
 name = "stray"
 domains = ["stray.example.com"]
@@ -1652,6 +1669,7 @@ cert = "x.pem"
             "proxy.max_header_section_bytes",
             "proxy.keepalive_timeout_secs",
             "proxy.backend_eject_secs",
+            "proxy.tunnel_idle_timeout_secs",
             "proxy.max_connections",
             "proxy.max_connections_per_client",
             "proxy.trusted_proxies[0]",
@@ -1668,7 +1686,7 @@ cert = "x.pem"
             "app[1].force_https",
             "app[2].name",
             "app[2].domains",
-            "app[2].tls",
+            "app[2].cert",
             "app[3].cert",
         ] {
             assert!(keys.contains(&key), "{key} missing from {problems:#?}");
@@ -1683,6 +1701,16 @@ cert = "x.pem"
             "[xdp]\ninterface = \"eth0\"\n[[app]]\nname = \"a\"\ndomains = [\"a.com\"]\n",
         );
         assert_eq!(problems[0].key, "app");
+
+        // A passthrough app needs no certificate, and may redirect plain HTTP.
+        let config = Config::from_toml_str(
+            "[xdp]\ninterface = \"eth0\"\n[proxy]\n[[app]]\nname = \"a\"\ndomains = [\"a.com\"]\n\
+             backends = [\"172.17.0.2:443\"]\ntls = \"passthrough\"\nforce_https = true\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.app[0].tls, Some(TlsMode::Passthrough));
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
     }
 
     #[test]
