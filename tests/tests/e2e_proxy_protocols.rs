@@ -137,6 +137,19 @@ fn statuses(rs: &[Response]) -> Vec<u16> {
     rs.iter().map(|r| r.status).collect()
 }
 
+/// The request-id an error page names must be its X-Request-ID.
+fn assert_error_page(r: &Response, status: u16) {
+    assert_eq!(r.status, status, "{}", r.head);
+    let id = r
+        .header("x-request-id")
+        .expect("error pages carry X-Request-ID");
+    assert!(
+        r.body_text().contains(id),
+        "page names the request id: {}",
+        r.body_text()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS passthrough: the TLS stream goes untouched to a backend that holds its own certificate.
 
@@ -340,6 +353,437 @@ fn passthrough_connections_end_after_the_tunnel_idle_timeout() {
     assert!(
         t.edge.wait_open_connections(0, T),
         "closed after the idle timeout"
+    );
+    drop(client);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 by ALPN on terminated TLS.
+
+const BLOG: &str = "blog.example.com";
+
+struct H2Edge {
+    edge: Edge,
+    shop: RecordingBackend,
+    shop_cert: PathBuf,
+    _dir: TempDir,
+}
+
+/// shop (TLS), blog (TLS, no backends), and the extra apps given, on one HTTPS listener.
+fn h2_edge(config: ProxyConfig, shop_reply: Reply, extra: Vec<AppConfig>) -> H2Edge {
+    let dir = TempDir::new().expect("temp dir");
+    let (shop_cert, shop_key) = certificate(&dir, "shop", &[SHOP, "*.shop.example.com"]);
+    let (blog_cert, blog_key) = certificate(&dir, "blog", &[BLOG]);
+    let shop = RecordingBackend::start(shop_reply);
+    let mut apps = vec![
+        terminated(
+            app("shop", &[SHOP, "*.shop.example.com"], &[shop.addr()]),
+            &shop_cert,
+            &shop_key,
+        ),
+        terminated(app("blog", &[BLOG], &[]), &blog_cert, &blog_key),
+    ];
+    apps.extend(extra);
+    H2Edge {
+        edge: Edge::start(config, apps),
+        shop,
+        shop_cert,
+        _dir: dir,
+    }
+}
+
+impl H2Edge {
+    /// curl --http2 to `https://name:port/path` with the shop certificate trusted.
+    fn h2(&self, name: &str, path: &str, extra: &[&str]) -> (Vec<Response>, Option<i32>, String) {
+        let mut args = vec!["--http2"];
+        args.extend_from_slice(extra);
+        self.edge.curl(name, &self.shop_cert, path, &args)
+    }
+}
+
+fn is_h2(r: &Response) -> bool {
+    r.head.starts_with("HTTP/2 ")
+}
+
+#[test]
+fn h2_routes_forwards_and_logs_like_http1() {
+    let t = h2_edge(config(), Reply::Status(200, b"shop".to_vec()), vec![]);
+    let port = t.edge.https_port();
+    let (r, code, err) = t.h2(SHOP, "/h2?x=1", &["-H", "X-Forwarded-For: 6.6.6.6"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(is_h2(&r[0]), "{}", r[0].head);
+    assert_eq!((r[0].status, r[0].body.as_slice()), (200, &b"shop"[..]));
+    let got = String::from_utf8_lossy(&t.shop.wait_requests(1, T)[0]).into_owned();
+    assert!(got.starts_with("GET /h2?x=1 HTTP/1.1\r\n"), "{got}");
+    assert!(
+        got.contains(&format!("\r\nHost: {SHOP}:{port}\r\n")),
+        "{got}"
+    );
+    for want in [
+        "\r\nX-Forwarded-For: 127.0.0.1\r\n".to_owned(),
+        "\r\nX-Forwarded-Proto: https\r\n".to_owned(),
+        format!("\r\nX-Forwarded-Port: {port}\r\n"),
+        "\r\nX-Request-ID: ".to_owned(),
+    ] {
+        assert!(got.contains(&want), "{want:?} in {got}");
+    }
+    assert!(
+        !got.contains("6.6.6.6"),
+        "untrusted X-Forwarded-For dropped: {got}"
+    );
+    assert!(
+        got.ends_with("\r\nConnection: close\r\n\r\n") && !got.contains("Transfer-Encoding"),
+        "a stream ended with its HEADERS has an empty body: {got}"
+    );
+    let lines = t.edge.log_lines(1);
+    assert!(
+        lines[0].contains(" app=shop method=GET path=\"/h2?x=1\" status=200 ")
+            || lines[0].contains(" app=shop method=GET path=/h2?x=1 status=200 "),
+        "{lines:#?}"
+    );
+
+    // A body with a length, and the client's request id kept.
+    t.shop.clear();
+    let (r, _, err) = t.h2(
+        SHOP,
+        "/up",
+        &["--data-binary", "hello", "-H", "X-Request-ID: rid-42"],
+    );
+    assert_eq!(statuses(&r), [200], "{err}");
+    let got = String::from_utf8_lossy(&t.shop.wait_requests(1, T)[0]).into_owned();
+    assert!(got.starts_with("POST /up HTTP/1.1\r\n"), "{got}");
+    assert!(got.contains("\r\nX-Request-ID: rid-42\r\n"), "{got}");
+    assert!(
+        got.ends_with("\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"),
+        "{got}"
+    );
+
+    // 421: a connection for shop asked for blog; 404: a name no app has.
+    let (r, _, err) = t.h2(SHOP, "/", &["-H", &format!("Host: {BLOG}")]);
+    assert!(is_h2(&r[0]), "{err}");
+    assert_error_page(&r[0], 421);
+    let (r, _, _) = t.h2(SHOP, "/", &["-H", "Host: nowhere.example"]);
+    assert_error_page(&r[0], 404);
+    // 503: blog has no backend.
+    let blog_ca = t._dir.join("blog.pem");
+    let (r, _, err) = t.edge.curl(BLOG, &blog_ca, "/", &["--http2"]);
+    assert!(is_h2(&r[0]), "{err}");
+    assert_error_page(&r[0], 503);
+
+    // An HTTP/1.1-only client on the same listener.
+    let (r, code, err) = t.h2(SHOP, "/one", &["--http1.1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(r[0].head.starts_with("HTTP/1.1 200"), "{}", r[0].head);
+    assert_eq!(r[0].body, b"shop");
+}
+
+#[test]
+fn h2_backend_failures_are_502_and_504() {
+    let dead = refusing_addr();
+    let slow = RecordingBackend::start(Reply::Hang);
+    let dir = TempDir::new().expect("temp dir");
+    let (cert, key) = certificate(&dir, "errors", &["dead.example", "slow.example"]);
+    let edge = Edge::start(
+        ProxyConfig {
+            backend_response_timeout_secs: Seconds(Duration::from_millis(500)),
+            ..config()
+        },
+        vec![
+            terminated(app("dead", &["dead.example"], &[dead]), &cert, &key),
+            terminated(app("slow", &["slow.example"], &[slow.addr()]), &cert, &key),
+        ],
+    );
+    let (r, _, err) = edge.curl("dead.example", &cert, "/", &["--http2"]);
+    assert!(is_h2(&r[0]), "{err}");
+    assert_error_page(&r[0], 502);
+    let (r, _, _) = edge.curl("slow.example", &cert, "/", &["--http2"]);
+    assert_error_page(&r[0], 504);
+}
+
+#[test]
+fn h2_body_limit_413_announced_and_streamed() {
+    let t = h2_edge(config(), Reply::Status(200, b"ok".to_vec()), vec![]);
+    let dir = TempDir::new().expect("temp dir");
+    let at = |n: usize| {
+        let path = dir.join(&format!("body-{n}"));
+        std::fs::write(&path, vec![b'b'; n]).expect("write body");
+        format!("@{}", path.display())
+    };
+    // Announced: content-length at the limit passes; one byte more is refused before any
+    // byte reaches a backend.
+    let (r, _, err) = t.h2(SHOP, "/up", &["--data-binary", &at(1000)]);
+    assert_eq!(statuses(&r), [200], "{err}");
+    t.shop.clear();
+    let (r, _, err) = t.h2(SHOP, "/up", &["--data-binary", &at(1001)]);
+    assert!(is_h2(&r[0]), "{err}");
+    assert_error_page(&r[0], 413);
+    assert_eq!(t.shop.connections(), 0);
+
+    // Streamed (no content-length: curl reads the body from stdin-like upload without a size):
+    // the backend request is cut once the body passes the limit.
+    let upload = |n: usize| {
+        let path = dir.join(&format!("up-{n}"));
+        std::fs::write(&path, vec![b'u'; n]).expect("write body");
+        path.display().to_string()
+    };
+    let small = upload(1000);
+    let (r, _, err) = t.h2(
+        SHOP,
+        "/stream",
+        &["-T", &small, "-H", "Transfer-Encoding: chunked"],
+    );
+    assert_eq!(statuses(&r), [200], "{err}");
+    let got = t.shop.wait_requests(1, T);
+    let text = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(text.starts_with("PUT /stream HTTP/1.1\r\n"), "{text}");
+    assert!(
+        text.contains("\r\nTransfer-Encoding: chunked\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n0\r\n\r\n"), "{text}");
+    t.shop.clear();
+    let big = upload(200_000);
+    let (r, _, err) = t.h2(
+        SHOP,
+        "/stream",
+        &["-T", &big, "-H", "Transfer-Encoding: chunked"],
+    );
+    assert_eq!(r.len(), 1, "{err}");
+    assert_error_page(&r[0], 413);
+    thread::sleep(Duration::from_millis(100));
+    for got in t.shop.received() {
+        assert!(
+            !netguard_tests::recording::request_complete(&got),
+            "the backend never gets a complete request"
+        );
+    }
+    let lines = t.edge.log_lines(3);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" path=/stream status=413 ")),
+        "{lines:#?}"
+    );
+}
+
+/// `-H` arguments that make the regular header fields of an HTTP/2 request exactly `section`
+/// bytes in HTTP/1.1 accounting (each line plus 2), with curl's own user-agent and accept
+/// removed.
+fn h2_section_args(section: usize) -> Vec<String> {
+    let mut args = vec![
+        "-H".into(),
+        "User-Agent:".into(),
+        "-H".into(),
+        "Accept:".into(),
+    ];
+    let mut left = section;
+    let mut i = 0;
+    while left > 0 {
+        let mut len = (left - 2).min(8000);
+        if left - (len + 2) > 0 && left - (len + 2) < 16 {
+            len -= 16;
+        }
+        let name = format!("x-pad-{i}: ");
+        args.push("-H".into());
+        args.push(format!("{name}{}", "p".repeat(len - name.len())));
+        left -= len + 2;
+        i += 1;
+    }
+    args
+}
+
+#[test]
+fn h2_header_limits_431_at_exact_boundaries() {
+    let t = h2_edge(config(), Reply::Status(200, b"ok".to_vec()), vec![]);
+    let line = |len: usize| format!("x-long: {}", "l".repeat(len - "x-long: ".len()));
+    let quiet = ["-H", "User-Agent:", "-H", "Accept:"];
+    let mut args = quiet.to_vec();
+    let at = line(8192);
+    args.extend(["-H", &at]);
+    let (r, _, err) = t.h2(SHOP, "/", &args);
+    assert_eq!(statuses(&r), [200], "8,192-byte line passes: {err}");
+    assert!(is_h2(&r[0]));
+    let got = t.shop.wait_requests(1, T);
+    assert!(String::from_utf8_lossy(&got[0]).contains(&format!("\r\n{at}\r\n")));
+    t.shop.clear();
+    let mut args = quiet.to_vec();
+    let over = line(8193);
+    args.extend(["-H", &over]);
+    let (r, _, err) = t.h2(SHOP, "/", &args);
+    assert!(!r.is_empty(), "{err}");
+    assert_error_page(&r[0], 431);
+    assert_eq!(t.shop.connections(), 0);
+
+    for (section, want) in [(32768, 200), (32769, 431)] {
+        let args = h2_section_args(section);
+        let all: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (r, _, err) = t.h2(SHOP, "/", &all);
+        assert_eq!(statuses(&r), [want], "section of {section} bytes: {err}");
+        assert!(is_h2(&r[0]));
+        if want == 431 {
+            // The proxy's own page, not hyper's bare header-list refusal.
+            assert_error_page(&r[0], 431);
+        }
+    }
+    assert_eq!(t.shop.wait_requests(1, T).len(), 1);
+}
+
+/// A backend that answers nothing until `n` requests are open at once, then answers all: a
+/// proxy that served the streams of a connection one after another would never get there.
+fn barrier_backend(n: usize) -> (SocketAddr, thread::JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let handle = thread::spawn(move || {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + T;
+        let mut held = Vec::new();
+        while held.len() < n && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).expect("blocking");
+                    c.set_read_timeout(Some(T)).expect("timeout");
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => head.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    held.push(c);
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        let at_once = held.len();
+        for mut c in held {
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntogether",
+            );
+        }
+        at_once
+    });
+    (addr, handle)
+}
+
+#[test]
+fn h2_streams_of_one_connection_run_in_parallel() {
+    const N: usize = 6;
+    let (barrier, held) = barrier_backend(N);
+    let dir = TempDir::new().expect("temp dir");
+    let (cert, key) = certificate(&dir, "multi", &["multi.example"]);
+    let edge = Edge::start(
+        config(),
+        vec![terminated(
+            app("multi", &["multi.example"], &[barrier]),
+            &cert,
+            &key,
+        )],
+    );
+    let port = edge.https_port();
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "--http2",
+        "--max-time",
+        "20",
+        "-Z",
+        "--parallel-max",
+        "10",
+    ])
+    .arg("--cacert")
+    .arg(&cert)
+    .args(["--resolve", &format!("multi.example:{port}:127.0.0.1")])
+    .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}\\n"]);
+    for i in 0..N {
+        c.arg(format!("https://multi.example:{port}/{i}"));
+        c.args(["-o", "/dev/null"]);
+    }
+    let out = cmd::run(&mut c, Duration::from_secs(30)).expect("curl runs");
+    let stdout = cmd::lossy(&out.stdout);
+    assert_eq!(held.join().expect("backend thread"), N, "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| *l == "2 200").count(),
+        N,
+        "{stdout}{}",
+        cmd::lossy(&out.stderr)
+    );
+    // One client connection carried them all: every log line names the same client port.
+    let lines = edge.log_lines(N);
+    let clients: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.split(" client=").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!((lines.len(), clients.len()), (N, 1), "{lines:#?}");
+}
+
+#[test]
+fn h2_large_responses_stream_through() {
+    let len = 5_000_000;
+    let t = h2_edge(
+        config(),
+        Reply::Stream {
+            head: format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n"),
+            len,
+        },
+        vec![],
+    );
+    let (r, code, err) = t.h2(SHOP, "/big", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r[0].status, 200);
+    assert!(
+        r[0].body == netguard_tests::recording::pattern(len),
+        "body differs"
+    );
+    // Chunked from the backend: HTTP/2 has its own framing, the content is the same.
+    t.shop.set_reply(Reply::Raw(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            .to_vec(),
+    ));
+    let (r, _, err) = t.h2(SHOP, "/chunked", &[]);
+    assert_eq!(r[0].body, b"hello world", "{err}");
+}
+
+#[test]
+fn h2_idle_connections_are_closed() {
+    let t = h2_edge(
+        ProxyConfig {
+            keepalive_timeout_secs: Seconds(Duration::from_millis(1000)),
+            client_write_timeout_secs: Seconds(Duration::from_millis(500)),
+            ..config()
+        },
+        Reply::Status(200, b"ok".to_vec()),
+        vec![],
+    );
+    // A client that negotiates h2 and then sends nothing.
+    let client = Killed(
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", t.edge.https_port()),
+                "-servername",
+                SHOP,
+                "-alpn",
+                "h2",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s_client starts"),
+    );
+    assert!(t.edge.wait_open_connections(1, T), "connected");
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        t.edge.proxy.open_connections(),
+        1,
+        "open while under the idle time"
+    );
+    assert!(
+        t.edge.wait_open_connections(0, T),
+        "closed after keepalive_timeout_secs (+ client_write_timeout_secs)"
     );
     drop(client);
 }

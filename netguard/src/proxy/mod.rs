@@ -18,6 +18,7 @@
 //! | `conn` | one client connection's request loop |
 //! | [`tls`] | TLS termination: certificates by SNI (rustls, ring) |
 //! | [`sni`] | the SNI of a raw ClientHello (rustls's parser, pure) |
+//! | [`h2`] | HTTP/2 (ALPN `h2`, hyper): streams checked, routed, forwarded over HTTP/1.1 |
 //! | `passthrough` | the HTTPS listener: ClientHello first, then passthrough or termination |
 //! | `tunnel` | bytes both ways with an idle timeout (WebSocket, passthrough) |
 //!
@@ -25,12 +26,13 @@
 //! daemon and the tests use it; [`Proxy::reload`] swaps routes, settings and certificates
 //! atomically), and [`serve`] runs it on the caller's runtime until a shutdown future resolves.
 //!
-//! Not in this slice: HTTP/2, and keep-alive connections to backends (each request opens one).
+//! Not in this slice: keep-alive connections to backends (each request opens one).
 
 pub mod chunked;
 mod conn;
 pub mod forward;
 pub mod framing;
+pub mod h2;
 pub mod log;
 pub mod pages;
 mod passthrough;

@@ -37,7 +37,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    conn,
+    conn, h2,
     sni::{self, Hello},
     state::{App, Shared},
     tunnel,
@@ -102,10 +102,14 @@ pub(crate) async fn serve_tls(
         return;
     };
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
-    conn::Conn::new(tls, peer, local_port, "https", shared)
-        .with_sni(sni)
-        .run(accepted)
-        .await;
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        h2::serve(tls, peer, local_port, sni, shared).await;
+    } else {
+        conn::Conn::new(tls, peer, local_port, "https", shared)
+            .with_sni(sni)
+            .run(accepted)
+            .await;
+    }
 }
 
 /// Passthrough: the ClientHello and then everything else, both ways, to a backend of `app`.
