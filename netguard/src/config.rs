@@ -32,7 +32,7 @@
 //! backend_connect_timeout_secs = 5     # TCP connect to a backend; on expiry: ejected, next backend
 //! backend_response_timeout_secs = 60   # request sent → response head, and between response body reads: 504
 //! backend_eject_secs = 10              # how long a backend that refused or timed out a connect is skipped
-//! tunnel_idle_timeout_secs = 600       # WebSocket/101 tunnels and TLS passthrough: closed after this long without a byte
+//! tunnel_idle_timeout_secs = 600       # WebSocket/101 tunnels and TLS passthrough: closed after this long without a byte either way
 //! max_connections = 10000              # client connections open at once; more get 503 and are closed
 //! max_connections_per_client = 256     # the same per client IP address
 //! trusted_proxies = []                 # clients whose X-Forwarded-* are kept and appended to

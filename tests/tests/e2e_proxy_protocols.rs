@@ -787,3 +787,242 @@ fn h2_idle_connections_are_closed() {
     );
     drop(client);
 }
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket: Upgrade → 101 → a tunnel, with a real client and a real echo server.
+
+const WS: &str = "ws.example";
+
+/// A tungstenite echo server: answers each message with `<tag>:<message>`; on the text
+/// `close-me` it closes the WebSocket itself. Counts the closes clients started.
+struct WsEcho {
+    addr: SocketAddr,
+    client_closes: Arc<Mutex<usize>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WsEcho {
+    fn start(tag: &'static str) -> WsEcho {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let client_closes = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (closes, stopping) = (client_closes.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let closes = closes.clone();
+                thread::spawn(move || {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let Ok(mut ws) = tungstenite::accept(stream) else {
+                        return;
+                    };
+                    loop {
+                        match ws.read() {
+                            Ok(tungstenite::Message::Text(t)) if t.as_str() == "close-me" => {
+                                let _ = ws.close(None);
+                            }
+                            Ok(tungstenite::Message::Text(t)) => {
+                                let _ = ws.send(tungstenite::Message::text(format!("{tag}:{t}")));
+                            }
+                            Ok(tungstenite::Message::Binary(b)) => {
+                                let mut out = format!("{tag}:").into_bytes();
+                                out.extend_from_slice(&b);
+                                let _ = ws.send(tungstenite::Message::binary(out));
+                            }
+                            Ok(tungstenite::Message::Close(_)) => {
+                                *closes.lock().expect("count") += 1;
+                            }
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
+        });
+        WsEcho {
+            addr,
+            client_closes,
+            stop,
+        }
+    }
+
+    fn client_closes(&self) -> usize {
+        *self.client_closes.lock().expect("count")
+    }
+}
+
+impl Drop for WsEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+/// A WebSocket client through the proxy's HTTP listener to `ws://ws.example/chat`.
+fn ws_connect(edge: &Edge) -> (Ws, u16) {
+    use tungstenite::client::IntoClientRequest;
+    let stream = TcpStream::connect(edge.proxy.http_addr()).expect("connect");
+    stream.set_read_timeout(Some(T)).expect("timeout");
+    let request = format!("ws://{WS}/chat")
+        .into_client_request()
+        .expect("request");
+    let (ws, response) = tungstenite::client::client(request, stream).expect("handshake");
+    (ws, response.status().as_u16())
+}
+
+fn ws_text(ws: &mut Ws, text: &str) -> String {
+    ws.send(tungstenite::Message::text(text)).expect("send");
+    match ws.read().expect("reply") {
+        tungstenite::Message::Text(t) => t.as_str().to_owned(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn websocket_messages_both_ways_and_closes_from_either_side() {
+    let echo = WsEcho::start("A");
+    let edge = Edge::start(config(), vec![app("ws", &[WS], &[echo.addr])]);
+
+    let (mut ws, status) = ws_connect(&edge);
+    assert_eq!(status, 101);
+    assert_eq!(ws_text(&mut ws, "hello"), "A:hello");
+    ws.send(tungstenite::Message::binary(vec![0u8, 1, 2, 255]))
+        .expect("send");
+    match ws.read().expect("reply") {
+        tungstenite::Message::Binary(b) => assert_eq!(&b[..], b"A:\x00\x01\x02\xff"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A message larger than any buffer on the way.
+    let big = "x".repeat(300_000);
+    assert_eq!(ws_text(&mut ws, &big).len(), big.len() + 2);
+
+    // Close from the client: the server sees the close frame, the client the answer.
+    ws.close(None).expect("close");
+    loop {
+        match ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("after close: {e}"),
+        }
+    }
+    let deadline = Instant::now() + T;
+    while echo.client_closes() < 1 {
+        assert!(Instant::now() < deadline, "the server never saw the close");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(edge.wait_open_connections(0, T), "tunnel ended");
+
+    // Close from the server.
+    let (mut ws, _) = ws_connect(&edge);
+    assert_eq!(ws_text(&mut ws, "again"), "A:again");
+    ws.send(tungstenite::Message::text("close-me"))
+        .expect("send");
+    match ws.read().expect("close frame") {
+        tungstenite::Message::Close(_) => {}
+        other => panic!("expected the server's close, got {other:?}"),
+    }
+    assert!(matches!(
+        ws.read(),
+        Err(tungstenite::Error::ConnectionClosed)
+    ));
+    assert!(edge.wait_open_connections(0, T), "tunnel ended");
+
+    // One router log line per tunnel, written when it ended: status 101, bytes both ways.
+    let lines = edge.log_lines(2);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].contains(" app=ws method=GET path=/chat status=101 "),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn websocket_request_answered_without_101_stays_http() {
+    // The backend refuses the upgrade with a plain 200: the next bytes on the connection are a
+    // new HTTP request, parsed and checked like any other — not tunnelled.
+    let backend = RecordingBackend::start(Reply::Status(200, b"no upgrade".to_vec()));
+    let edge = Edge::start(config(), vec![app("ws", &[WS], &[backend.addr()])]);
+    let mut c = netguard_tests::http::Client::connect(edge.proxy.http_addr());
+    c.write(
+        format!(
+            "GET /chat HTTP/1.1\r\nHost: {WS}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\
+             GET /next HTTP/1.1\r\nHost: {WS}\r\n\r\n\
+             GET /bad HTTP/1.1\r\nHost: {WS}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let r = c.responses(3, T);
+    assert_eq!(statuses(&r), [200, 200, 400]);
+    let got = backend.wait_requests(2, T);
+    assert_eq!(
+        got.len(),
+        2,
+        "the malformed third request never reaches the backend"
+    );
+    assert!(String::from_utf8_lossy(&got[1]).starts_with("GET /next HTTP/1.1\r\n"));
+
+    // A real client gets the refusal as an error, not a WebSocket.
+    use tungstenite::client::IntoClientRequest;
+    let stream = TcpStream::connect(edge.proxy.http_addr()).expect("connect");
+    stream.set_read_timeout(Some(T)).expect("timeout");
+    let request = format!("ws://{WS}/chat")
+        .into_client_request()
+        .expect("request");
+    match tungstenite::client::client(request, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            assert_eq!(resp.status().as_u16(), 200)
+        }
+        other => panic!("expected an HTTP refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn websocket_tunnels_end_when_idle_and_survive_a_reload() {
+    let a = WsEcho::start("A");
+    let b = WsEcho::start("B");
+    let config = ProxyConfig {
+        tunnel_idle_timeout_secs: Seconds(Duration::from_millis(1500)),
+        ..config()
+    };
+    let mut edge = Edge::start(config.clone(), vec![app("ws", &[WS], &[a.addr])]);
+
+    // Traffic more often than the idle timeout keeps a tunnel open past it.
+    let (mut kept, _) = ws_connect(&edge);
+    for i in 0..6 {
+        assert_eq!(ws_text(&mut kept, &format!("m{i}")), format!("A:m{i}"));
+        thread::sleep(Duration::from_millis(400));
+    }
+
+    // A reload that moves the app to another backend: the open tunnel stays on the old one
+    // and keeps working; new tunnels use the new routes.
+    edge.proxy
+        .reload(&config, &[app("ws", &[WS], &[b.addr])])
+        .expect("reload");
+    assert_eq!(ws_text(&mut kept, "after reload"), "A:after reload");
+    let (mut fresh, _) = ws_connect(&edge);
+    assert_eq!(ws_text(&mut fresh, "new"), "B:new");
+
+    // Silence: the proxy closes both tunnels after the idle timeout.
+    let quiet = Instant::now();
+    assert!(edge.wait_open_connections(0, T), "idle tunnels closed");
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(1000),
+        "not before the idle timeout: {:?}",
+        quiet.elapsed()
+    );
+    for ws in [&mut kept, &mut fresh] {
+        assert!(
+            !matches!(ws.read(), Ok(tungstenite::Message::Text(_))),
+            "closed by the proxy"
+        );
+    }
+}

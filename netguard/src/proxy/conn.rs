@@ -739,7 +739,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .await
                 .map_err(|_| RelayFailure::Broken)?;
         }
-        let copied = super::tunnel::run(&mut self.io, backend, s.tunnel_idle_timeout).await;
+        let copied = super::tunnel::run(
+            &mut self.io,
+            backend,
+            s.tunnel_idle_timeout,
+            super::tunnel::Close::Either,
+        )
+        .await;
         tally.bytes_in += copied.up;
         tally.bytes_out += copied.down;
         Ok(Next::Drop)

@@ -131,7 +131,7 @@ async fn forward(
         tracing::debug!(client = %peer, app = %app.name, "passthrough: no backend took the connection");
         return;
     };
-    let copied = tunnel::run(&mut client, &mut backend, idle).await;
+    let copied = tunnel::run(&mut client, &mut backend, idle, tunnel::Close::Both).await;
     tracing::debug!(
         client = %peer,
         app = %app.name,

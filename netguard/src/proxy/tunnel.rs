@@ -2,8 +2,10 @@
 //! passthrough connection) until both have closed, one fails, or nothing has moved in either
 //! direction for `proxy.tunnel_idle_timeout_secs`.
 //!
-//! Half-closes pass through (tokio's `copy_bidirectional`): when one side finishes sending, the
-//! other side's write half is shut down and the other direction goes on.
+//! When one side finishes sending, what it sent is delivered and the other side's write half is
+//! shut down (tokio's `copy_bidirectional`). Then, with [`Close::Either`] (WebSocket and other
+//! `101` tunnels, as nginx does), the tunnel ends; with [`Close::Both`] (TLS passthrough, a
+//! plain TCP relay) the other direction goes on until it finishes too.
 
 use std::{
     io,
@@ -13,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::Notify,
+};
 
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +41,17 @@ pub struct Copied {
     pub ended: Ended,
 }
 
+/// When a tunnel ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// As soon as one direction has finished.
+    Either,
+    /// When both directions have finished.
+    Both,
+}
+
 /// Copies between `client` and `backend` until the tunnel ends.
-pub async fn run<C, B>(client: &mut C, backend: &mut B, idle: Duration) -> Copied
+pub async fn run<C, B>(client: &mut C, backend: &mut B, idle: Duration, close: Close) -> Copied
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -45,15 +59,19 @@ where
     let base = Instant::now();
     // Milliseconds since `base` of the last byte moved.
     let last = AtomicU64::new(0);
+    // Signalled when a direction has finished (its write side shut down).
+    let finished = Notify::new();
     let mut c = Tracked {
         io: client,
         last: &last,
+        finished: &finished,
         base,
         read: 0,
     };
     let mut b = Tracked {
         io: backend,
         last: &last,
+        finished: &finished,
         base,
         read: 0,
     };
@@ -64,6 +82,7 @@ where
             let deadline = base + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
             tokio::select! {
                 done = &mut copy => break if done.is_ok() { Ended::Closed } else { Ended::Failed },
+                _ = finished.notified(), if close == Close::Either => break Ended::Closed,
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let quiet_since = base + Duration::from_millis(last.load(Ordering::Relaxed));
                     if quiet_since.elapsed() >= idle {
@@ -84,6 +103,7 @@ where
 struct Tracked<'a, S: ?Sized> {
     io: &'a mut S,
     last: &'a AtomicU64,
+    finished: &'a Notify,
     base: Instant,
     read: u64,
 }
@@ -132,7 +152,12 @@ impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Tracked<'_, S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut *this.io).poll_shutdown(cx);
+        if poll.is_ready() {
+            this.finished.notify_one();
+        }
+        poll
     }
 }
 
@@ -148,7 +173,9 @@ mod tests {
         let (mut client, mut client_far) = duplex(1024);
         let (mut backend, mut backend_far) = duplex(1024);
         let tunnel =
-            tokio::spawn(async move { run(&mut client_far, &mut backend_far, idle).await });
+            tokio::spawn(
+                async move { run(&mut client_far, &mut backend_far, idle, Close::Both).await },
+            );
         client.write_all(b"ping").await.unwrap();
         let mut got = [0u8; 4];
         backend.read_exact(&mut got).await.unwrap();
@@ -177,11 +204,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ends_when_both_sides_close() {
+    async fn either_ends_when_one_side_closes_after_delivering_its_bytes() {
         let (mut client, mut client_far) = duplex(1024);
         let (mut backend, mut backend_far) = duplex(1024);
         let tunnel = tokio::spawn(async move {
-            run(&mut client_far, &mut backend_far, Duration::from_secs(60)).await
+            let idle = Duration::from_secs(60);
+            run(&mut client_far, &mut backend_far, idle, Close::Either).await
+        });
+        backend.write_all(b"last words").await.unwrap();
+        backend.shutdown().await.unwrap();
+        let copied = tokio::time::timeout(Duration::from_secs(5), tunnel)
+            .await
+            .expect("ends without the client closing")
+            .unwrap();
+        assert_eq!((copied.down, copied.ended), (10, Ended::Closed));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last words");
+    }
+
+    #[tokio::test]
+    async fn both_ends_when_both_sides_close() {
+        let (mut client, mut client_far) = duplex(1024);
+        let (mut backend, mut backend_far) = duplex(1024);
+        let tunnel = tokio::spawn(async move {
+            let idle = Duration::from_secs(60);
+            run(&mut client_far, &mut backend_far, idle, Close::Both).await
         });
         client.write_all(b"bye").await.unwrap();
         client.shutdown().await.unwrap();
