@@ -3,8 +3,9 @@
 //! clients (curl, `openssl s_client`, a tungstenite WebSocket client) against real servers
 //! (`openssl s_server`, recording backends, a tungstenite echo server).
 //!
-//! Needs curl (with nghttp2, as Debian's) and openssl. No root:
-//! `AYA_BUILD_SKIP=1 cargo test -p netguard-tests --test e2e_proxy_protocols`.
+//! Needs curl (with nghttp2, as Debian's) and openssl. All but the last test run without root;
+//! the last runs the real daemon in a sandbox namespace and needs root and the daemon binary:
+//! `cargo build -p netguard && cargo test -p netguard-tests --test e2e_proxy_protocols`.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -803,8 +804,18 @@ struct WsEcho {
 
 impl WsEcho {
     fn start(tag: &'static str) -> WsEcho {
+        Self::with_listener(TcpListener::bind("127.0.0.1:0").expect("bind"), tag)
+    }
+
+    /// On loopback inside `ns`.
+    fn start_in(ns: &netguard_tests::NetNs, tag: &'static str) -> WsEcho {
+        let listener = netguard_tests::listeners::tcp_listener(ns, "127.0.0.1:0".parse().unwrap())
+            .expect("listener in the namespace");
+        Self::with_listener(listener, tag)
+    }
+
+    fn with_listener(listener: TcpListener, tag: &'static str) -> WsEcho {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let client_closes = Arc::new(Mutex::new(0));
@@ -868,8 +879,12 @@ type Ws = tungstenite::WebSocket<TcpStream>;
 
 /// A WebSocket client through the proxy's HTTP listener to `ws://ws.example/chat`.
 fn ws_connect(edge: &Edge) -> (Ws, u16) {
+    ws_over(TcpStream::connect(edge.proxy.http_addr()).expect("connect"))
+}
+
+/// A WebSocket handshake for `ws://ws.example/chat` over `stream`.
+fn ws_over(stream: TcpStream) -> (Ws, u16) {
     use tungstenite::client::IntoClientRequest;
-    let stream = TcpStream::connect(edge.proxy.http_addr()).expect("connect");
     stream.set_read_timeout(Some(T)).expect("timeout");
     let request = format!("ws://{WS}/chat")
         .into_client_request()
@@ -1025,4 +1040,70 @@ fn websocket_tunnels_end_when_idle_and_survive_a_reload() {
             "closed by the proxy"
         );
     }
+}
+
+/// The real daemon (`netguard run` in a sandbox namespace, XDP filter attached, proxy on port
+/// 80 of the guarded address): a WebSocket opened from the client namespace keeps working on
+/// its old backend across a SIGHUP reload that moves the app, while new ones use the new
+/// routes. Needs root and the daemon binary (`cargo build -p netguard`).
+#[test]
+fn websocket_tunnel_survives_a_daemon_reload_on_sighup() {
+    use netguard_tests::sandbox::EDGE_ADDR;
+    let sb = netguard_tests::Sandbox::new();
+    let a = WsEcho::start_in(&sb.edge, "A");
+    let b = WsEcho::start_in(&sb.edge, "B");
+    let toml = |backend: SocketAddr| {
+        format!(
+            "[proxy]\nhttp_listen = \"{EDGE_ADDR}:80\"\nrouter_log = \"stderr\"\n\
+             tunnel_idle_timeout_secs = 30\n\n[[app]]\nname = \"ws\"\ndomains = [\"{WS}\"]\n\
+             backends = [\"{backend}\"]\n"
+        )
+    };
+    let mut config = netguard_tests::Config::for_sandbox(&sb);
+    config.extra = toml(a.addr);
+    let mut daemon = netguard_tests::Daemon::start(&sb.edge, &config);
+    let connect = || {
+        let stream = netguard_tests::in_netns(sb.client.name(), || {
+            TcpStream::connect_timeout(&SocketAddr::from((EDGE_ADDR, 80)), T)
+        })
+        .expect("enter the client namespace")
+        .expect("connect to the proxy");
+        ws_over(stream)
+    };
+
+    let (mut kept, status) = connect();
+    assert_eq!(status, 101, "daemon log:\n{}", daemon.log_tail(30));
+    assert_eq!(ws_text(&mut kept, "before"), "A:before");
+
+    config.extra = toml(b.addr);
+    std::fs::write(daemon.config_path(), config.to_toml()).expect("rewrite config");
+    daemon.signal(libc::SIGHUP);
+    daemon
+        .wait_for_log("proxy routes reloaded", T)
+        .expect("reload logged");
+
+    assert_eq!(
+        ws_text(&mut kept, "after"),
+        "A:after",
+        "the open tunnel kept its backend"
+    );
+    let (mut fresh, _) = connect();
+    assert_eq!(
+        ws_text(&mut fresh, "new"),
+        "B:new",
+        "new tunnels use the new routes"
+    );
+    kept.close(None).expect("close");
+    while kept.read().is_ok() {}
+    let deadline = Instant::now() + T;
+    while a.client_closes() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the old backend never saw the close"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    daemon
+        .wait_for_log("app=ws method=GET path=/chat status=101", T)
+        .expect("the tunnel's router log line once it ended");
 }
