@@ -747,10 +747,10 @@ fn h2_large_responses_stream_through() {
 }
 
 #[test]
-fn h2_idle_connections_are_closed() {
+fn h2_connections_without_a_request_are_closed() {
     let t = h2_edge(
         ProxyConfig {
-            keepalive_timeout_secs: Seconds(Duration::from_millis(1000)),
+            header_read_timeout_secs: Seconds(Duration::from_millis(1000)),
             client_write_timeout_secs: Seconds(Duration::from_millis(500)),
             ..config()
         },
@@ -784,7 +784,7 @@ fn h2_idle_connections_are_closed() {
     );
     assert!(
         t.edge.wait_open_connections(0, T),
-        "closed after keepalive_timeout_secs (+ client_write_timeout_secs)"
+        "closed when no stream began within header_read_timeout_secs (+ client_write_timeout_secs)"
     );
     drop(client);
 }

@@ -28,9 +28,11 @@
 //!   fields removed) and its body relayed as it arrives. One router log line per stream, written
 //!   when its response has been relayed.
 //!
-//! Per connection: at most [`MAX_CONCURRENT_STREAMS`] streams at once; a connection with no
-//! stream open for `keepalive_timeout_secs` gets a GOAWAY (open streams would finish) and is
-//! dropped `client_write_timeout_secs` later; HTTP/2 PINGs every `keepalive_timeout_secs`
+//! Per connection: at most [`MAX_CONCURRENT_STREAMS`] streams at once; a connection whose
+//! first stream has not begun `header_read_timeout_secs` after accept (as for HTTP/1.1's first
+//! head), or with no stream open for `keepalive_timeout_secs` later, gets a GOAWAY (open
+//! streams would finish) and is dropped `client_write_timeout_secs` after it (this also bounds
+//! a header block trickled in CONTINUATION frames, which hyper does not time); HTTP/2 PINGs every `keepalive_timeout_secs`
 //! detect dead peers (no answer within `client_write_timeout_secs`: closed); a response the
 //! client stops reading is abandoned (stream reset) when one piece waits longer than
 //! `client_write_timeout_secs`. Memory: hyper/h2 buffers at most [`SEND_BUFFER`] of response
@@ -223,6 +225,8 @@ struct ConnCtx {
     /// Milliseconds since `base` when a stream last began or ended.
     last: AtomicU64,
     active: AtomicUsize,
+    /// Streams begun so far.
+    streams: AtomicU64,
 }
 
 impl ConnCtx {
@@ -242,6 +246,7 @@ struct Active(Arc<ConnCtx>);
 impl Active {
     fn new(ctx: Arc<ConnCtx>) -> Active {
         ctx.active.fetch_add(1, Ordering::Relaxed);
+        ctx.streams.fetch_add(1, Ordering::Relaxed);
         ctx.touch();
         Active(ctx)
     }
@@ -254,13 +259,15 @@ impl Drop for Active {
     }
 }
 
-/// Serves an HTTP/2 connection until it ends.
+/// Serves an HTTP/2 connection until it ends. `accepted`: when the TCP connection was
+/// accepted; the first stream must begin within `header_read_timeout_secs` of it.
 pub(crate) async fn serve<S>(
     io: S,
     peer: SocketAddr,
     local_port: u16,
     sni: Option<String>,
     shared: Arc<Shared>,
+    accepted: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -273,7 +280,16 @@ pub(crate) async fn serve<S>(
         base: Instant::now(),
         last: AtomicU64::new(0),
         active: AtomicUsize::new(0),
+        streams: AtomicU64::new(0),
     });
+    // Until the first stream: the first-request deadline of HTTP/1.1; then keep-alive idle.
+    let deadline = |ctx: &ConnCtx| {
+        if ctx.streams.load(Ordering::Relaxed) == 0 {
+            accepted + s.header_timeout
+        } else {
+            ctx.idle_since() + s.keepalive_timeout
+        }
+    };
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -293,7 +309,7 @@ pub(crate) async fn serve<S>(
     tokio::pin!(conn);
     let mut hard_stop: Option<Instant> = None;
     loop {
-        let idle_end = ctx.idle_since() + s.keepalive_timeout;
+        let idle_end = deadline(&ctx);
         let wake =
             hard_stop.unwrap_or_else(|| idle_end.max(Instant::now() + Duration::from_secs(1)));
         tokio::select! {
@@ -305,8 +321,7 @@ pub(crate) async fn serve<S>(
             Some(at) if now >= at => return,
             Some(_) => {}
             None => {
-                let idle_end = ctx.idle_since() + s.keepalive_timeout;
-                if ctx.active.load(Ordering::Relaxed) == 0 && now >= idle_end {
+                if ctx.active.load(Ordering::Relaxed) == 0 && now >= deadline(&ctx) {
                     conn.as_mut().graceful_shutdown();
                     hard_stop = Some(now + s.write_timeout);
                 }
@@ -328,6 +343,8 @@ struct Exchange {
     bytes_out: u64,
     app: Option<String>,
     backend: Option<SocketAddr>,
+    /// The request body while it has not been forwarded.
+    request: Option<Incoming>,
     _active: Active,
 }
 
@@ -354,10 +371,16 @@ impl Exchange {
         self.status = status;
         self.bytes_out = body.len() as u64 + 160;
         self.log();
+        if let Some(request) = self.request.take()
+            && !request.is_end_stream()
+        {
+            tokio::spawn(drain(request));
+        }
+        let length = body.len();
         let mut resp = Response::new(if self.head_only {
             empty()
         } else {
-            full(body.clone().into())
+            full(body.into())
         });
         *resp.status_mut() =
             http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -366,7 +389,7 @@ impl Exchange {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         if let Ok(v) = HeaderValue::from_str(&self.id) {
             h.insert("x-request-id", v);
         }
@@ -381,6 +404,27 @@ fn empty() -> ResponseBodyBox {
 
 fn full(bytes: Bytes) -> ResponseBodyBox {
     Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// How long the rest of a refused request's body is read and discarded.
+const LINGER: Duration = Duration::from_secs(2);
+/// At most this much of it.
+const LINGER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads and discards what is left of a request body the proxy answered early, for at most
+/// [`LINGER`] and [`LINGER_BYTES`], then drops it (which resets the stream if it is still
+/// open). Dropping it at once would reset the stream before the answer is sent, and some
+/// clients (curl 7.88) report a reset that arrives while they upload as an error, losing the
+/// answer — the HTTP/2 counterpart of HTTP/1.1's lingering close.
+async fn drain(mut body: Incoming) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut seen = 0u64;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > LINGER_BYTES {
+            break;
+        }
+    }
 }
 
 async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ResponseBodyBox> {
@@ -412,6 +456,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ResponseB
         bytes_out: 0,
         app: None,
         backend: None,
+        request: Some(body),
         ctx,
         _active: active,
     };
@@ -420,7 +465,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ResponseB
             tracing::debug!(client = %ex.ctx.peer, status = reject.status, reason = reject.reason, "h2 request refused");
             ex.page(reject.status)
         }
-        Ok(head) => proxy(ex, &snap, head, body).await,
+        Ok(head) => proxy(ex, &snap, head).await,
     }
 }
 
@@ -431,12 +476,7 @@ enum BodyFailure {
     Backend,
 }
 
-async fn proxy(
-    mut ex: Exchange,
-    snap: &Snapshot,
-    head: RequestHead,
-    body: Incoming,
-) -> Response<ResponseBodyBox> {
+async fn proxy(mut ex: Exchange, snap: &Snapshot, head: RequestHead) -> Response<ResponseBodyBox> {
     let s = &snap.settings;
     let Some((index, app)) = snap
         .routes
@@ -488,7 +528,11 @@ async fn proxy(
     };
     ex.backend = Some(addr);
 
-    match pump_body(body, &mut backend, head.body, s, &mut ex.bytes_in).await {
+    let pumped = match ex.request.as_mut() {
+        Some(body) => pump_body(body, &mut backend, head.body, s, &mut ex.bytes_in).await,
+        None => Ok(()),
+    };
+    match pumped {
         Ok(()) => {}
         Err(BodyFailure::Client(status)) => {
             // Dropping the connection aborts the backend's request.
@@ -572,7 +616,7 @@ async fn proxy(
 /// Copies the request body to the backend (chunked when it has no length), within the body
 /// deadline and `max_body_bytes`.
 async fn pump_body(
-    mut body: Incoming,
+    body: &mut Incoming,
     backend: &mut TcpStream,
     framing: BodyFraming,
     s: &Settings,

@@ -80,7 +80,7 @@ pub(crate) async fn serve_tls(
         let s = &snap.settings;
         forward(
             stream,
-            &hello,
+            hello,
             app,
             &shared.health,
             s.connect_timeout,
@@ -103,7 +103,7 @@ pub(crate) async fn serve_tls(
     };
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        h2::serve(tls, peer, local_port, sni, shared).await;
+        h2::serve(tls, peer, local_port, sni, shared, accepted).await;
     } else {
         conn::Conn::new(tls, peer, local_port, "https", shared)
             .with_sni(sni)
@@ -116,7 +116,7 @@ pub(crate) async fn serve_tls(
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     mut client: TcpStream,
-    hello: &[u8],
+    hello: Vec<u8>,
     app: &App,
     health: &Health,
     connect_timeout: Duration,
@@ -126,17 +126,19 @@ async fn forward(
 ) {
     let candidates = upstream::candidates(app, health, Instant::now());
     let Some((mut backend, addr)) =
-        connect_fresh(&candidates, hello, connect_timeout, eject_for, health).await
+        connect_fresh(&candidates, &hello, connect_timeout, eject_for, health).await
     else {
         tracing::debug!(client = %peer, app = %app.name, "passthrough: no backend took the connection");
         return;
     };
+    let hello_len = hello.len() as u64;
+    drop(hello);
     let copied = tunnel::run(&mut client, &mut backend, idle, tunnel::Close::Both).await;
     tracing::debug!(
         client = %peer,
         app = %app.name,
         backend = %addr,
-        bytes_in = copied.up + hello.len() as u64,
+        bytes_in = copied.up + hello_len,
         bytes_out = copied.down,
         ended = ?copied.ended,
         "passthrough connection ended"
