@@ -20,7 +20,7 @@
 //! ```toml
 //! [proxy]
 //! http_listen = "0.0.0.0:80"           # plain HTTP/1.1
-//! https_listen = "0.0.0.0:443"         # TLS; bound only when an app has tls = "terminate"
+//! https_listen = "0.0.0.0:443"         # TLS (HTTP/2 and HTTP/1.1 by ALPN); bound only when an app has tls set
 //! max_body_bytes = 78643200            # 75 MiB (nginx's 75m); a bigger body is answered 413
 //! max_header_section_bytes = 32768     # all field lines with their CRLFs; more is 431
 //! max_header_line_bytes = 8192         # one field line without CRLF (431), or the request line (414)
@@ -39,6 +39,7 @@
 //! balance = "round_robin"              # or "least_connections": the live backend with the fewest requests in flight
 //! drain_timeout_secs = 30              # SIGTERM/SIGINT: stop accepting, finish requests in flight for at most
 //!                                      #   this long, then exit (0: at once)
+//! tunnel_idle_timeout_secs = 600       # WebSocket/101 tunnels and TLS passthrough: closed after this long without a byte either way
 //! max_connections = 10000              # client connections open at once; more get 503 and are closed
 //! max_connections_per_client = 256     # the same per client IP address
 //! trusted_proxies = []                 # clients whose X-Forwarded-* are kept and appended to
@@ -48,11 +49,16 @@
 //! name = "shop"                                          # [A-Za-z0-9._-], unique
 //! domains = ["shop.example.com", "*.shop.example.com"]   # exact beats wildcard; case-insensitive; trailing dot ignored
 //! backends = ["172.17.0.2:5000", "172.17.0.3:5000"]      # round-robin; empty: every request gets 503
-//! tls = "terminate"                                      # optional; "passthrough" is not supported yet
-//! cert = "/etc/netguard/certs/shop.pem"                  # PEM chain (tls = "terminate"); relative to the config file
+//! tls = "terminate"                                      # optional; or "passthrough" (TLS forwarded untouched by SNI)
+//! cert = "/etc/netguard/certs/shop.pem"                  # PEM chain (tls = "terminate" only); relative to the config file
 //! key = "/etc/netguard/certs/shop.key"                   # PEM private key
 //! force_https = false                                    # true: plain HTTP gets 301 to https (needs tls)
 //! ```
+//!
+//! With `tls = "passthrough"` the app has no `cert`/`key` (its backends terminate TLS
+//! themselves, and the client sees their certificate); it is reached only on `https_listen`
+//! with SNI, and plain HTTP requests for its names get a 301 to https (see
+//! `proxy::passthrough`).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -231,6 +237,7 @@ pub struct ProxyConfig {
     pub backend_pool_max_idle: u32,
     pub balance: Balance,
     pub drain_timeout_secs: Seconds,
+    pub tunnel_idle_timeout_secs: Seconds,
     pub max_connections: u32,
     pub max_connections_per_client: u32,
     #[serde(deserialize_with = "deserialize_trusted_proxies")]
@@ -260,6 +267,7 @@ impl Default for ProxyConfig {
             backend_pool_max_idle: 1024,
             balance: Balance::RoundRobin,
             drain_timeout_secs: secs(30),
+            tunnel_idle_timeout_secs: secs(600),
             max_connections: 10_000,
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
@@ -306,7 +314,7 @@ pub enum Balance {
 pub enum TlsMode {
     /// The proxy holds the certificate and speaks HTTP to the backends.
     Terminate,
-    /// The TLS stream goes to the backends as is, routed by SNI (not supported yet).
+    /// The TLS stream goes to the backends as is, routed by SNI.
     Passthrough,
 }
 
@@ -737,6 +745,7 @@ impl Config {
                 "backend_pool_idle_timeout_secs",
                 p.backend_pool_idle_timeout_secs,
             ),
+            ("tunnel_idle_timeout_secs", p.tunnel_idle_timeout_secs),
         ] {
             if secs.0.is_zero() || secs.0 > MAX_PROXY_TIMEOUT {
                 problems.add(
@@ -861,10 +870,16 @@ impl Config {
                         }
                     }
                 }
-                Some(TlsMode::Passthrough) => problems.add(
-                    format!("{key}.tls"),
-                    "\"passthrough\" is not supported yet; use \"terminate\"",
-                ),
+                Some(TlsMode::Passthrough) => {
+                    for (field, path) in [("cert", &app.cert), ("key", &app.key)] {
+                        if path.is_some() {
+                            problems.add(
+                                format!("{key}.{field}"),
+                                "not used with tls = \"passthrough\": the backends hold the certificate",
+                            );
+                        }
+                    }
+                }
                 None => {
                     for (field, path) in [("cert", &app.cert), ("key", &app.key)] {
                         if path.is_some() {
@@ -1714,6 +1729,7 @@ backend_pool_max_idle_per_backend = 10
 backend_pool_max_idle = 5
 drain_timeout_secs = 90000
 max_connections = 0
+tunnel_idle_timeout_secs = 0
 trusted_proxies = ["10.0.0.1/8"]
 router_log = ""
 [[app]]
@@ -1729,6 +1745,7 @@ force_https = true
 name = "bad name!"
 domains = []
 tls = "passthrough"
+cert = "backend.pem"
 [[app]]
 name = "stray"
 domains = ["stray.example.com"]
@@ -1745,6 +1762,7 @@ cert = "x.pem"
             "proxy.backend_pool_idle_timeout_secs",
             "proxy.backend_pool_max_idle_per_backend",
             "proxy.drain_timeout_secs",
+            "proxy.tunnel_idle_timeout_secs",
             "proxy.max_connections",
             "proxy.max_connections_per_client",
             "proxy.trusted_proxies[0]",
@@ -1761,7 +1779,7 @@ cert = "x.pem"
             "app[1].force_https",
             "app[2].name",
             "app[2].domains",
-            "app[2].tls",
+            "app[2].cert",
             "app[3].cert",
         ] {
             assert!(keys.contains(&key), "{key} missing from {problems:#?}");
@@ -1776,6 +1794,16 @@ cert = "x.pem"
             "[xdp]\ninterface = \"eth0\"\n[[app]]\nname = \"a\"\ndomains = [\"a.com\"]\n",
         );
         assert_eq!(problems[0].key, "app");
+
+        // A passthrough app needs no certificate, and may redirect plain HTTP.
+        let config = Config::from_toml_str(
+            "[xdp]\ninterface = \"eth0\"\n[proxy]\n[[app]]\nname = \"a\"\ndomains = [\"a.com\"]\n\
+             backends = [\"172.17.0.2:443\"]\ntls = \"passthrough\"\nforce_https = true\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.app[0].tls, Some(TlsMode::Passthrough));
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! of a dead process from live ones.
 
 pub mod bulk;
+pub mod certs;
 pub mod cmd;
 pub mod daemon;
 pub mod http;

@@ -378,7 +378,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return self.answer(421, id, close_early, head, s, tally).await;
             }
         }
-        if self.proto == "http" && app.force_https {
+        // A passthrough app's backends speak TLS only: plain HTTP is sent there.
+        let to_https = app.force_https || app.tls == Some(crate::config::TlsMode::Passthrough);
+        if self.proto == "http" && to_https {
             let host = head
                 .authority
                 .rsplit_once(':')
@@ -825,10 +827,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .await
                 .map_err(|_| RelayFailure::Broken)?;
         }
-        if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut self.io, backend).await {
-            tally.bytes_in += up;
-            tally.bytes_out += down;
-        }
+        let copied = super::tunnel::run(
+            &mut self.io,
+            backend,
+            s.tunnel_idle_timeout,
+            super::tunnel::Close::Either,
+        )
+        .await;
+        tally.bytes_in += copied.up;
+        tally.bytes_out += copied.down;
         Ok(Next::Drop)
     }
 

@@ -514,7 +514,7 @@ fn trim_ows(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-fn valid_request_id(v: &[u8]) -> bool {
+pub(crate) fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty()
         && v.len() <= 128
         && v.iter()

@@ -1,5 +1,6 @@
 //! The L7 proxy: HTTP/1.1 on `proxy.http_listen`, and over TLS on `proxy.https_listen` when an
-//! app terminates TLS, routed by `Host` (and SNI) to the backends of an `[[app]]`.
+//! app terminates or passes through TLS, routed by `Host` (and SNI) to the backends of an
+//! `[[app]]`.
 //!
 //! Layout, one concern per module:
 //!
@@ -18,26 +19,33 @@
 //! | [`state`] | the swappable snapshot of routes and settings; connection caps |
 //! | `conn` | one client connection's request loop |
 //! | [`tls`] | TLS termination: certificates by SNI (rustls, ring) |
+//! | [`sni`] | the SNI of a raw ClientHello (rustls's parser, pure) |
+//! | [`h2`] | HTTP/2 (ALPN `h2`, hyper): streams checked, routed, forwarded over HTTP/1.1 |
+//! | `passthrough` | the HTTPS listener: ClientHello first, then passthrough or termination |
+//! | `tunnel` | bytes both ways with an idle timeout (WebSocket, passthrough) |
 //!
 //! Entry points: [`Proxy::start`] binds and runs the proxy on its own runtime threads (the
 //! daemon and the tests use it; [`Proxy::reload`] swaps routes, settings and certificates
 //! atomically), and [`serve`] runs it on the caller's runtime until a shutdown future resolves.
 //!
-//! Not in this slice: TLS passthrough, HTTP/2, WebSocket beyond the plain 101 tunnel.
 
 pub mod chunked;
 mod conn;
 pub mod forward;
 pub mod framing;
+pub mod h2;
 pub mod log;
 pub mod metrics;
 pub mod pages;
+mod passthrough;
 pub mod pool;
 mod request_id;
 pub mod response;
 pub mod route;
+pub mod sni;
 pub mod state;
 pub mod tls;
+mod tunnel;
 pub mod upstream;
 
 use std::{
@@ -55,7 +63,7 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{AppConfig, ProxyConfig, TlsMode};
+use crate::config::{AppConfig, ProxyConfig};
 use log::RouterLog;
 use state::{Shared, Snapshot};
 
@@ -96,9 +104,9 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// Whether any app terminates TLS: only then is `https_listen` bound.
+/// Whether any app terminates or passes through TLS: only then is `https_listen` bound.
 fn wants_tls(apps: &[AppConfig]) -> bool {
-    apps.iter().any(|a| a.tls == Some(TlsMode::Terminate))
+    apps.iter().any(|a| a.tls.is_some())
 }
 
 /// The listeners of a config, bound (std sockets, non-blocking).
@@ -396,7 +404,6 @@ async fn accept_loop(
         let local_port = stream.local_addr().map_or(0, |a| a.port());
         let shared = shared.clone();
         let tls = tls.clone();
-        let handshake_timeout = snap.settings.header_timeout;
         tokio::spawn(async move {
             let _admitted = admitted;
             match tls {
@@ -406,16 +413,7 @@ async fn accept_loop(
                         .await
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                    else {
-                        return;
-                    };
-                    let sni = stream.get_ref().1.server_name().map(str::to_owned);
-                    conn::Conn::new(stream, peer, local_port, "https", shared)
-                        .with_sni(sni)
-                        .run(now)
-                        .await
+                    passthrough::serve_tls(stream, peer, local_port, shared, acceptor, now).await
                 }
             }
         });

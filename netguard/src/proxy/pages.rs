@@ -53,10 +53,7 @@ fn explanation(status: u16) -> &'static str {
 /// `Connection: close`; `head_only` (a HEAD request) leaves the body out but keeps its length.
 pub fn error_response(status: u16, request_id: &str, close: bool, head_only: bool) -> Vec<u8> {
     let title = format!("{status} {}", reason(status));
-    let body = format!(
-        "<!DOCTYPE html>\n<html><head><title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{}</p>\n<p>Request ID: <code>{request_id}</code></p></body></html>\n",
-        explanation(status)
-    );
+    let body = error_body(status, request_id);
     let mut out = format!(
         "HTTP/1.1 {title}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nX-Request-ID: {request_id}\r\nCache-Control: no-store\r\n{}\r\n",
         body.len(),
@@ -67,6 +64,15 @@ pub fn error_response(status: u16, request_id: &str, close: bool, head_only: boo
         out.extend_from_slice(body.as_bytes());
     }
     out
+}
+
+/// The HTML page of an error answer (HTTP/1.1 and HTTP/2 alike).
+pub fn error_body(status: u16, request_id: &str) -> String {
+    let title = format!("{status} {}", reason(status));
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{}</p>\n<p>Request ID: <code>{request_id}</code></p></body></html>\n",
+        explanation(status)
+    )
 }
 
 /// A 301 to `location` with an empty body.

@@ -41,6 +41,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub eject_for: Duration,
+    /// WebSocket/`101` tunnels and TLS passthrough connections: longest time without a byte.
+    pub tunnel_idle_timeout: Duration,
     pub max_connections: u32,
     pub max_connections_per_client: u32,
     pub trusted_proxies: Vec<IpNet>,
@@ -67,6 +69,7 @@ impl Settings {
             connect_timeout: c.backend_connect_timeout_secs.0,
             response_timeout: c.backend_response_timeout_secs.0,
             eject_for: c.backend_eject_secs.0,
+            tunnel_idle_timeout: c.tunnel_idle_timeout_secs.0,
             max_connections: c.max_connections,
             max_connections_per_client: c.max_connections_per_client,
             trusted_proxies: c.trusted_proxies.clone(),

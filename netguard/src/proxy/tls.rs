@@ -5,8 +5,9 @@
 //! renewed files); a missing or unreadable file, a chain without certificates, or a key that does
 //! not match the certificate fails the start or the reload. A client without SNI, or with a name
 //! no app covers, gets a handshake failure. On a TLS connection every request's `Host` must
-//! route to the app its SNI chose, else 421 Misdirected Request. Only HTTP/1.1 is offered
-//! (ALPN `http/1.1`); TLS 1.2 and 1.3 with rustls's safe defaults and the ring provider.
+//! route to the app its SNI chose, else 421 Misdirected Request. ALPN offers `h2` (served by
+//! [`super::h2`]) and `http/1.1`; a client without ALPN gets HTTP/1.1. TLS 1.2 and 1.3 with
+//! rustls's safe defaults and the ring provider.
 
 use std::{path::Path, sync::Arc};
 
@@ -132,7 +133,7 @@ pub fn server_config(shared: Arc<Shared>) -> Result<Arc<ServerConfig>, rustls::E
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { shared }));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
