@@ -2,7 +2,9 @@
 //! answers every complete request with a fixed reply, so proxy tests can assert what reached a
 //! backend — nothing for a refused request, exactly one canonical request for an accepted one.
 //!
-//! One request per connection (the proxy sends `Connection: close`). A request is complete when
+//! One request per connection: the reply says `Connection: close` and the backend closes, so
+//! the proxy never pools its connections (`keepalive::KeepAliveBackend` is the one that keeps
+//! them). A request is complete when
 //! its head has ended and then its Content-Length bytes, or its chunked body up to the last
 //! chunk, have arrived (this module's own lenient reading, independent of netguard's parser).
 //! The server runs on std threads and stops when dropped.

@@ -310,9 +310,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let fill = timeout_at(deadline.into(), self.buf.fill(&mut self.io));
             let filled = if started.is_none() {
                 // Idle between requests: a drain closes the connection now.
-                tokio::select! {
-                    filled = fill => filled,
-                    _ = draining.wait_for(|d| *d) => return HeadOutcome::Closed,
+                let drained = tokio::select! {
+                    filled = fill => Some(filled),
+                    _ = draining.wait_for(|d| *d) => None,
+                };
+                match drained {
+                    Some(filled) => filled,
+                    // Unless a request already arrived (sent before the client could know):
+                    // that one is served, with `Connection: close`.
+                    None => match tokio::time::timeout(Duration::ZERO, self.buf.fill(&mut self.io))
+                        .await
+                    {
+                        Ok(Ok(n)) if n > 0 => Ok(Ok(n)),
+                        _ => return HeadOutcome::Closed,
+                    },
                 }
             } else {
                 fill.await
@@ -683,7 +694,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
 
         let framing = client_framing(resp.body, head.version);
-        let keep_alive = head.keep_alive && framing != ClientFraming::UntilClose;
+        // A drain that began while the backend worked makes this response the last as well.
+        let keep_alive =
+            head.keep_alive && framing != ClientFraming::UntilClose && !self.shared.is_draining();
         let out = response::client_head(&resp, framing, keep_alive, &[]);
         self.send(&out, s, tally)
             .await

@@ -449,9 +449,114 @@ async fn refuse(mut stream: TcpStream, write_timeout: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use tokio::io::AsyncReadExt;
 
     use super::*;
+
+    /// A keep-alive backend answering every request after `delay`.
+    fn slow_backend(delay: Duration) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let mut seen = Vec::new();
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            seen.clear();
+                            std::thread::sleep(delay);
+                            let _ =
+                                conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn drain_finishes_requests_in_flight_and_closes_idle_connections() {
+        let backend = slow_backend(Duration::from_millis(600));
+        let config = ProxyConfig {
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            ..ProxyConfig::default()
+        };
+        let app = AppConfig {
+            name: "a".into(),
+            domains: vec!["a.example".into()],
+            backends: vec![backend],
+            tls: None,
+            cert: None,
+            key: None,
+            force_https: false,
+        };
+        let proxy = Proxy::start_with_log(&config, &[app], RouterLog::Off).unwrap();
+        let addr = proxy.http_addr();
+        let request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        let read_all = |c: &mut std::net::TcpStream| {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            String::from_utf8_lossy(&got).into_owned()
+        };
+        // An idle keep-alive connection (one answered request) and one with a request in flight.
+        let mut idle = std::net::TcpStream::connect(addr).unwrap();
+        idle.write_all(request).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut first = Vec::new();
+        let mut piece = [0u8; 256];
+        while !first.ends_with(b"ok") {
+            let n = idle.read(&mut piece).unwrap();
+            assert!(n > 0, "closed early");
+            first.extend_from_slice(&piece[..n]);
+        }
+        assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        let mut busy = std::net::TcpStream::connect(addr).unwrap();
+        busy.write_all(request).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let left = std::thread::scope(|scope| {
+            let drained = scope.spawn(|| {
+                runtime.block_on(proxy.drain(Duration::from_secs(5), std::future::pending()))
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                std::net::TcpStream::connect(addr).is_err(),
+                "new connections are refused"
+            );
+            assert_eq!(read_all(&mut idle), "", "the idle connection is closed");
+            let answer = read_all(&mut busy);
+            assert!(
+                answer.starts_with("HTTP/1.1 200 OK\r\n")
+                    && answer.contains("\r\nConnection: close\r\n")
+                    && answer.ends_with("\r\n\r\nok"),
+                "{answer:?}"
+            );
+            // Ends the proxy's lingering read at once.
+            let _ = busy.shutdown(std::net::Shutdown::Both);
+            drained.join().unwrap()
+        });
+        assert_eq!(left, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn serve_on_the_callers_runtime_until_shutdown() {
