@@ -4,8 +4,8 @@
 //! request, exactly one canonical request for an accepted one.
 //!
 //! Needs curl. No root, no eBPF object: `AYA_BUILD_SKIP=1 cargo test -p netguard-tests --test
-//! e2e_proxy`. The last test runs the real daemon binary in a namespace and is skipped (with a
-//! message) unless it runs as root with the binary built (`cargo build -p netguard`).
+//! e2e_proxy`, except the last test: it runs the real daemon binary in a namespace (root, and
+//! `cargo build -p netguard` first) and fails without them.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -1233,23 +1233,6 @@ fn connection_caps() {
 // The real daemon: `netguard run` with the XDP filter attached in a sandbox namespace, the proxy
 // on port 80 of the guarded address, curl from the client namespace, and a SIGHUP reload.
 
-/// Whether the daemon test can run here: root, and the daemon binary built.
-fn daemon_available() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let bin = std::env::var_os("NETGUARD_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| netguard_tests::workspace_root().join("target/debug/netguard"));
-    if !root || !bin.is_file() {
-        eprintln!(
-            "skipping: the daemon test needs root and {} (cargo build -p netguard)",
-            bin.display()
-        );
-        return false;
-    }
-    true
-}
-
 fn proxy_toml(backend: SocketAddr) -> String {
     format!(
         "[proxy]\nhttp_listen = \"{}:80\"\nrouter_log = \"stderr\"\n\n[[app]]\nname = \"shop\"\ndomains = [\"{SHOP}\"]\nbackends = [\"{backend}\"]\n",
@@ -1277,9 +1260,8 @@ fn curl_in(ns: &netguard_tests::NetNs, path: &str) -> Vec<Response> {
 
 #[test]
 fn daemon_serves_the_proxy_and_reloads_routes_on_sighup() {
-    if !daemon_available() {
-        return;
-    }
+    // The harness finds the binary (`NETGUARD_BIN`, `CARGO_TARGET_DIR`) and fails without it.
+    let _ = netguard_tests::daemon::netguard_bin();
     let sb = netguard_tests::Sandbox::new();
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let first =

@@ -308,6 +308,7 @@ pub(crate) async fn serve<S>(
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut hard_stop: Option<Instant> = None;
+    let mut draining = ctx.shared.draining();
     loop {
         let idle_end = deadline(&ctx);
         let wake =
@@ -315,11 +316,18 @@ pub(crate) async fn serve<S>(
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = tokio::time::sleep_until(wake.into()) => {}
+            // A drain sends GOAWAY at once: streams in flight finish, no new ones start.
+            _ = draining.wait_for(|d| *d), if hard_stop.is_none() => {}
         }
         let now = Instant::now();
         match hard_stop {
             Some(at) if now >= at => return,
             Some(_) => {}
+            None if ctx.shared.is_draining() => {
+                conn.as_mut().graceful_shutdown();
+                // The daemon's drain_timeout bounds the streams still running.
+                hard_stop = Some(now + Duration::from_secs(24 * 3600));
+            }
             None => {
                 if ctx.active.load(Ordering::Relaxed) == 0 && now >= deadline(&ctx) {
                     conn.as_mut().graceful_shutdown();
@@ -350,7 +358,7 @@ struct Exchange {
 
 impl Exchange {
     fn log(&self) {
-        self.ctx.shared.log.write(&Record {
+        self.ctx.shared.finished(&Record {
             time: SystemTime::now(),
             app: self.app.as_deref(),
             method: &self.method,
