@@ -155,6 +155,7 @@ pub fn render(r: &Results) -> String {
         yes(failed == 0)
     );
 
+    findings(&mut o, r);
     let _ = writeln!(o, "### Requests per second and latency\n");
     let _ = writeln!(
         o,
@@ -274,4 +275,51 @@ pub fn render(r: &Results) -> String {
     );
     let _ = writeln!(o, "{}", crate::section::end(SECTION));
     o
+}
+
+/// What the figures say, computed from them.
+fn findings(o: &mut String, r: &Results) {
+    let s = |k, tls| summary(r, k, tls);
+    let _ = writeln!(o, "### What the numbers say\n");
+    for tls in [false, true] {
+        if let (Some(ng), Some(nx)) = (s(Kind::Netguard, tls), s(Kind::Nginx, tls)) {
+            let _ = writeln!(
+                o,
+                "- {}: netguard spends {:.1}× nginx's CPU per request ({:.0} vs {:.0} ms per \
+                 1,000). wrk, the backend and the proxy share 2 cores, so the proxy's cost per \
+                 request sets its rate: {:.2}× nginx's.",
+                proto(tls),
+                ng.cpu_ms_per_k / nx.cpu_ms_per_k,
+                ng.cpu_ms_per_k,
+                nx.cpu_ms_per_k,
+                ng.rps / nx.rps
+            );
+        }
+    }
+    if let Some(b) = s(Kind::Backend, false) {
+        let of = |k| s(k, false).map_or(f64::NAN, |x| x.rps / b.rps * 100.0);
+        let _ = writeln!(
+            o,
+            "- Over HTTP nginx reaches {:.0} % and HAProxy {:.0} % of the backend alone, netguard \
+             {:.0} %.",
+            of(Kind::Nginx),
+            of(Kind::Haproxy),
+            of(Kind::Netguard)
+        );
+    }
+    let per = |k| {
+        r.idle
+            .iter()
+            .find(|(x, _)| *x == k)
+            .map(|(_, m)| m.per_connection() / 1024.0)
+    };
+    if let (Some(ng), Some(nx), Some(hp)) =
+        (per(Kind::Netguard), per(Kind::Nginx), per(Kind::Haproxy))
+    {
+        let _ = writeln!(
+            o,
+            "- An idle keep-alive connection costs netguard {ng:.1} KiB of resident memory, \
+             nginx {nx:.1} KiB and HAProxy {hp:.1} KiB.\n"
+        );
+    }
 }
