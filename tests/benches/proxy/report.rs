@@ -261,7 +261,7 @@ pub fn render(r: &Results) -> String {
          ceiling (plain HTTP).\n\
          - Each proxy routes `{}` and `{}` by `Host` (and, over TLS, SNI) to that backend and \
          answers 404 for other names; every proxy adds X-Forwarded-For, passes `Host` through, \
-         writes no access log, and terminates TLS 1.3 with the same ECDSA P-256 certificate. \
+         writes no access log, and terminates TLS with the same ECDSA P-256 certificate. \
          nginx: `worker_processes auto`, an upstream with `keepalive 64` \
          (`proxy_http_version 1.1`); HAProxy: `nbthread 2`, its default backend connection \
          reuse; netguard: its defaults apart from `router_log = \"off\"` and the connection \
