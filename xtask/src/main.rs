@@ -65,10 +65,12 @@ enum Task {
     /// Build everything, run netguard in a sandbox of network namespaces with real traffic,
     /// show what passes and what is dropped (and the counters), tear it down.
     Demo,
-    /// Build the daemon (release) and run the benchmarks (root, about 7 minutes): `cargo bench
+    /// Build the daemon (release) and run the benchmarks (root, about 15 minutes): `cargo bench
     /// -p netguard-tests --bench xdp` (netguard beside a trivial XDP program, xdp-filter and
-    /// nftables), then `--bench limiter` (the tc limiter beside Linux TBF and an nftables
-    /// policer). Results go to BENCHMARKS.md.
+    /// nftables), `--bench limiter` (the tc limiter beside Linux TBF and an nftables policer),
+    /// `--bench proxy` (the L7 proxy beside nginx and HAProxy, wrk) and `--bench reload` (a
+    /// reload with 10,000 apps and 1M denylist entries under traffic). Results go to
+    /// BENCHMARKS.md.
     Bench,
 }
 
@@ -99,6 +101,7 @@ fn main() -> Result<ExitCode> {
         }
         Task::Bench => {
             provision::provision()?;
+            provision::bench_packages()?;
             build_daemon()?;
             bench()
         }
@@ -135,10 +138,7 @@ fn build_ebpf(debug: bool) -> Result<()> {
 fn build_daemon() -> Result<PathBuf> {
     step("building netguard (release)");
     exec::run(cargo().args(["build", "--release", "-p", DAEMON_PACKAGE]))?;
-    let bin = workspace_root()
-        .join("target")
-        .join("release")
-        .join(DAEMON_BIN);
+    let bin = target_dir().join("release").join(DAEMON_BIN);
     step(format!("netguard binary: {}", bin.display()));
     Ok(bin)
 }
@@ -240,12 +240,17 @@ fn test_steps(no_lint: bool, filters: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo bench -p netguard-tests --bench NAME` for each, in this order.
+const BENCHES: [&str; 4] = ["xdp", "limiter", "proxy", "reload"];
+
 /// The benchmarks, one after the other, each `cargo bench -p netguard-tests --bench NAME`:
 /// `xdp` (program cost through BPF_PROG_TEST_RUN and drop rates on a veth flood, netguard beside
 /// a trivial XDP program, xdp-filter and nftables; rewrites BENCHMARKS.md), then `limiter` (TCP
 /// through netguard's tc limiter, Linux TBF and an nftables policer on one veth pair, and the tc
-/// program's cost; replaces its own section of BENCHMARKS.md). The limiter bench runs the
-/// release daemon that `Task::Bench` has just built. Both run even if the first fails.
+/// program's cost; replaces its own section of BENCHMARKS.md), `proxy` (wrk through netguard's
+/// proxy, nginx and HAProxy, and idle-connection memory) and `reload` (reload duration and the
+/// proxy's rate under reloads), each replacing its own section. All but `xdp` run the release
+/// daemon that `Task::Bench` has just built. Each runs even if an earlier one fails.
 fn bench() -> Result<ExitCode> {
     if !exec::is_root()? {
         bail!(
@@ -253,16 +258,14 @@ fn bench() -> Result<ExitCode> {
         );
     }
     let results = workspace_root().join("BENCHMARKS.md");
-    let daemon = workspace_root()
-        .join("target")
-        .join("release")
-        .join(DAEMON_BIN);
+    let daemon = target_dir().join("release").join(DAEMON_BIN);
     step(format!(
-        "running benchmarks: xdp, then limiter (about 7 minutes; results go to {})",
+        "running benchmarks: {} (about 15 minutes; results go to {})",
+        BENCHES.join(", "),
         results.display()
     ));
     let mut failed = None;
-    for name in ["xdp", "limiter"] {
+    for name in BENCHES {
         let mut cmd = cargo();
         cmd.args(["bench", "-p", TESTS_PACKAGE, "--bench", name]);
         if std::env::var_os("NETGUARD_BIN").is_none() {
@@ -285,6 +288,13 @@ fn bench() -> Result<ExitCode> {
         }
         Some(status) => Ok(exit_code(status)),
     }
+}
+
+/// `$CARGO_TARGET_DIR`, else the workspace's `target`: where `build_daemon` put the binary.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {

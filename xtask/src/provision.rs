@@ -34,6 +34,17 @@ const TEST_PACKAGES: &[&str] = &[
     "dnsutils",
 ];
 
+/// What only `cargo xtask bench` needs: wrk, and the proxies netguard's is compared with. The
+/// benches run their own nginx and HAProxy from their own config files inside a namespace; the
+/// packages' own services (which would listen on the host's port 80) are kept from starting and
+/// disabled.
+const BENCH_PACKAGES: &[&str] = &["wrk", "nginx", "haproxy"];
+/// The services those packages install.
+const BENCH_SERVICES: &[&str] = &["nginx", "haproxy"];
+/// Debian's hook that invoke-rc.d and deb-systemd-invoke consult before starting a service;
+/// exit code 101 means "forbidden".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
 /// bpf-linker 0.13 defaults to LLVM 23; LLVM 22 matches the nightly's LLVM and is what Debian
 /// has. Without `LLVM_PREFIX` its build looks for libLLVM under /usr and fails.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -53,6 +64,78 @@ pub fn provision() -> Result<()> {
         "provisioning done in {:.1}s",
         start.elapsed().as_secs_f64()
     ));
+    Ok(())
+}
+
+/// Installs [`BENCH_PACKAGES`] that are missing without starting their services: a
+/// `policy-rc.d` that forbids starts is in place during the install (unless one already is),
+/// then the services of what was installed are disabled and, under systemd, stopped.
+pub fn bench_packages() -> Result<()> {
+    let mut missing = Vec::new();
+    for &pkg in BENCH_PACKAGES {
+        if !dpkg_installed(pkg)? {
+            missing.push(pkg);
+        }
+    }
+    if missing.is_empty() {
+        step(format!(
+            "bench packages: all present ({})",
+            BENCH_PACKAGES.join(" ")
+        ));
+        return Ok(());
+    }
+    if !exec::is_root()? {
+        bail!(
+            "installing {} keeps their services from starting through {POLICY_RC_D}: run as root",
+            missing.join(" ")
+        );
+    }
+    let ours = !std::path::Path::new(POLICY_RC_D).exists();
+    if ours {
+        std::fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# cargo xtask bench: no service starts during its install\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        exec::run(exec::command("chmod").args(["755", POLICY_RC_D]))?;
+    }
+    step(format!(
+        "installing bench packages (services kept from starting): {}",
+        missing.join(" ")
+    ));
+    let noninteractive = [("DEBIAN_FRONTEND", "noninteractive")];
+    let installed = exec::run(exec::privileged("apt-get", &noninteractive)?.args(["update", "-q"]))
+        .and_then(|()| {
+            exec::run(
+                exec::privileged("apt-get", &noninteractive)?
+                    .args(["install", "-y", "-q", "--no-install-recommends"])
+                    .args(&missing),
+            )
+        });
+    if ours {
+        std::fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+    }
+    installed?;
+    let systemd = std::path::Path::new("/run/systemd/system").exists();
+    for &service in BENCH_SERVICES.iter().filter(|s| missing.contains(s)) {
+        // Works offline too: it removes the unit's links and, through systemd-sysv-install,
+        // the init script's.
+        let mut disable = exec::command("systemctl");
+        disable.args(["disable", "--quiet", service]);
+        if systemd {
+            disable.arg("--now");
+        }
+        if let Err(e) = exec::run(&mut disable) {
+            step(format!(
+                "warning: could not disable the {service} service: {e:#}"
+            ));
+        }
+    }
+    for &pkg in &missing {
+        if !dpkg_installed(pkg)? {
+            bail!("apt-get install succeeded but {pkg} is still not installed");
+        }
+    }
     Ok(())
 }
 

@@ -134,21 +134,42 @@ pub fn render(
         render_flood(&mut o, f);
     }
     let _ = writeln!(o, "{}", HOW_TO_READ.trim());
-    if let Some(limiter) = limiter_section() {
-        let _ = writeln!(o, "\n{limiter}");
+    for section in other_sections() {
+        let _ = writeln!(o, "\n{section}");
     }
     o
 }
 
-/// The limiter bench's section of the current BENCHMARKS.md (its markers included), so that
-/// rewriting the file keeps it; the limiter bench replaces only that section.
-fn limiter_section() -> Option<String> {
-    const BEGIN: &str = "<!-- limiter:begin -->";
-    const END: &str = "<!-- limiter:end -->";
-    let text =
-        std::fs::read_to_string(netguard_tests::workspace_root().join("BENCHMARKS.md")).ok()?;
-    let (a, b) = (text.find(BEGIN)?, text.find(END)?);
-    (b > a).then(|| text[a..b + END.len()].to_string())
+/// The other benches' sections of the current BENCHMARKS.md (limiter, proxy, reload: each
+/// `<!-- NAME:begin -->` … `<!-- NAME:end -->`, markers included), in file order, so that
+/// rewriting the file keeps them; each of those benches replaces only its own section.
+fn other_sections() -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(netguard_tests::workspace_root().join("BENCHMARKS.md"))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(a) = rest.find("<!-- ") {
+        let after = &rest[a + 5..];
+        let Some(name) = after
+            .find(":begin -->")
+            .map(|i| &after[..i])
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        else {
+            rest = after;
+            continue;
+        };
+        let end = format!("<!-- {name}:end -->");
+        match rest[a..].find(&end) {
+            Some(b) => {
+                out.push(rest[a..a + b + end.len()].to_string());
+                rest = &rest[a + b + end.len()..];
+            }
+            None => rest = after,
+        }
+    }
+    out
 }
 
 // ---- what explains the misses ----------------------------------------------------------------
