@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deny_banks;
 pub mod denylist;
 pub mod dns;
 pub mod loader;
