@@ -18,10 +18,13 @@ pub const DENY_V6: &str = "NG_DENY_V6";
 /// whether the IPv4 denylist covers the /24, holds longer prefixes inside it (then the trie
 /// answers) or nothing. Memory-mappable, so userspace reads and writes it in place.
 pub const DENY_V4_INDEX: &str = "NG_DENY_V4_IDX";
-/// Array of one `u32`: the bank ([`DENY_BANKS`]) whose maps the XDP program consults. The
-/// program reads it once per packet; a new denylist is built in the other bank and goes live
-/// with one write of this word.
+/// Array of two `u32`. Index [`DENY_BANK_SLOT`]: the bank ([`DENY_BANKS`]) whose maps the XDP
+/// program consults; the program reads it once per packet, and a new denylist built in the
+/// other bank goes live with one write of this word. Index [`DENY_EDITS_SLOT`]: bumped by every
+/// `netguard deny add/del`, so the daemon knows whether the live bank still holds what it wrote.
 pub const DENY_BANK: &str = "NG_DENY_BANK";
+pub const DENY_BANK_SLOT: u32 = 0;
+pub const DENY_EDITS_SLOT: u32 = 1;
 /// Banks of denylist maps: the live one and the one a reload builds.
 pub const DENY_BANKS: u32 = 2;
 /// LPM tries of trusted sources; key data is the address in network byte order.
@@ -212,7 +215,7 @@ pub const LAYOUTS: [MapLayout; 15] = [
         core::mem::size_of::<crate::reason::Counter>(),
         crate::reason::COUNTER_SLOTS,
     ),
-    layout(DENY_BANK, BPF_MAP_TYPE_ARRAY, 4, 4, 1),
+    layout(DENY_BANK, BPF_MAP_TYPE_ARRAY, 4, 4, 2),
     layout(DENY_V4, BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, DENY_BANKS),
     layout(DENY_V4_INDEX, BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, DENY_BANKS),
     layout(DENY_V6, BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, DENY_BANKS),

@@ -31,8 +31,8 @@ use aya_ebpf::{
 use netguard_common::{
     flow::{self, FlowKey, FlowValue, REFRESH_INTERVAL_NS},
     maps::{
-        BPF_F_MMAPABLE, DENY_BANKS, DENY_V4_CAPACITY, DENY_V6_CAPACITY, FLOWS_CAPACITY,
-        TRUSTED_CAPACITY,
+        BPF_F_MMAPABLE, DENY_BANK_SLOT, DENY_BANKS, DENY_V4_CAPACITY, DENY_V6_CAPACITY,
+        FLOWS_CAPACITY, TRUSTED_CAPACITY,
     },
     packet::{self, Addr, FrameKind, IpPacket, L4, PacketBytes as _},
     policy::{FLAG_AUDIT, FilterConfig},
@@ -51,7 +51,7 @@ static NG_COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuArr
 // The denylist: two banks of inner maps behind outer arrays of maps, and the word naming the
 // live bank. Userspace fills the other bank and flips the word: one write switches every map.
 #[btf_map]
-static NG_DENY_BANK: Array<u32, 1> = Array::new();
+static NG_DENY_BANK: Array<u32, 2> = Array::new();
 #[btf_map]
 static NG_DENY_V4: ArrayOfMaps<
     LpmTrie<[u8; 4], u8, { DENY_V4_CAPACITY as usize }>,
@@ -106,8 +106,8 @@ impl V4Key {
 /// The live denylist bank, read once (volatile: userspace rewrites it while programs run).
 #[inline(always)]
 fn deny_bank() -> u32 {
-    match NG_DENY_BANK.get_ptr(0) {
-        // SAFETY: pointer from a successful lookup of a one-entry array; a plain 4-byte load.
+    match NG_DENY_BANK.get_ptr(DENY_BANK_SLOT) {
+        // SAFETY: pointer from a successful array lookup; a plain 4-byte load.
         Some(p) => (unsafe { core::ptr::read_volatile(p) }) & (DENY_BANKS - 1),
         None => 0,
     }

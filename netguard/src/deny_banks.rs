@@ -204,6 +204,18 @@ pub struct DenyBanks {
     v4: Outer,
     index: Outer,
     v6: Outer,
+    /// What this process last wrote to the live bank, while nothing else has edited it.
+    known: Option<Known>,
+}
+
+/// The live bank's contents as this process left them: valid while the bank and the edit
+/// counter (`maps::DENY_EDITS_SLOT`) are as recorded. Spares a reload reading a
+/// million-entry trie back from the kernel to find it unchanged.
+struct Known {
+    bank: u32,
+    edits: u32,
+    v4: Vec<Ipv4Net>,
+    v6: Vec<Ipv6Net>,
 }
 
 /// One bank's inner maps, opened (or created) by this process.
@@ -243,13 +255,32 @@ impl DenyBanks {
             v4: Outer::new(maps::DENY_V4, v4)?,
             index: Outer::new(maps::DENY_V4_INDEX, index)?,
             v6: Outer::new(maps::DENY_V6, v6)?,
+            known: None,
         })
     }
 
     /// The bank the XDP program consults (read the way the program reads it).
     pub fn active_bank(&self) -> Result<u32, TableError> {
-        let word = self.bank.get(&0, 0).map_err(map_err(maps::DENY_BANK))?;
+        let word = self
+            .bank
+            .get(&maps::DENY_BANK_SLOT, 0)
+            .map_err(map_err(maps::DENY_BANK))?;
         Ok(word & (DENY_BANKS - 1))
+    }
+
+    fn edits(&self) -> Result<u32, TableError> {
+        self.bank
+            .get(&maps::DENY_EDITS_SLOT, 0)
+            .map_err(map_err(maps::DENY_BANK))
+    }
+
+    /// Tells a running daemon the live bank changed behind its back (`deny add/del`).
+    fn count_edit(&mut self) -> Result<(), TableError> {
+        let next = self.edits()?.wrapping_add(1);
+        self.known = None;
+        self.bank
+            .set(maps::DENY_EDITS_SLOT, next, 0)
+            .map_err(map_err(maps::DENY_BANK))
     }
 
     /// Ids of the maps in bank `bank`'s slots (v4 trie, index, v6 trie), for inspection.
@@ -327,10 +358,29 @@ impl DenyBanks {
         progress: &mut dyn FnMut(FillProgress),
     ) -> Result<DenyReport, TableError> {
         let live_id = self.active_bank()?;
+        let edits = self.edits()?;
+        let known = self
+            .known
+            .take()
+            .filter(|k| k.bank == live_id && k.edits == edits);
+        if let Some(k) = &known
+            && k.v4 == v4
+            && k.v6 == v6
+        {
+            report.unchanged += v4.len() + v6.len();
+            self.known = known;
+            return Ok(DenyReport {
+                action: DenyAction::Unchanged,
+                bank: live_id,
+            });
+        }
         let live = self
             .open(live_id, true)?
             .expect("open with create yields a bank");
-        let (now4, now6) = live.contents()?;
+        let (now4, now6) = match known {
+            Some(k) => (k.v4.into_iter().collect(), k.v6.into_iter().collect()),
+            None => live.contents()?,
+        };
         let d4 = policy::diff(&now4, v4);
         let d6 = policy::diff(&now6, v6);
         let changes = d4.add.len() + d4.remove.len() + d6.add.len() + d6.remove.len();
@@ -348,10 +398,14 @@ impl DenyBanks {
                 self.switch(live, fresh)?;
             }
         }
-        Ok(DenyReport {
-            action,
-            bank: self.active_bank()?,
-        })
+        let bank = self.active_bank()?;
+        self.known = Some(Known {
+            bank,
+            edits,
+            v4: v4.to_vec(),
+            v6: v6.to_vec(),
+        });
+        Ok(DenyReport { action, bank })
     }
 
     /// Makes `fresh` live: its maps go into their slots, the bank word flips (the one switch
@@ -394,7 +448,7 @@ impl DenyBanks {
                 .insert(&v6_key(n), 1, 0)
                 .map_err(map_err(maps::DENY_V6))?;
         }
-        Ok(())
+        self.count_edit()
     }
 
     /// Removes exact entries from the live bank; returns the ones that were not present.
@@ -428,6 +482,7 @@ impl DenyBanks {
                 Err(e) => return Err(map_err(maps::DENY_V6)(e)),
             }
         }
+        self.count_edit()?;
         Ok(missing)
     }
 

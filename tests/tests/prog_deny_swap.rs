@@ -201,12 +201,26 @@ fn bank_swaps_switch_every_address_once_and_together() {
     );
 }
 
-/// A reload with the same list writes nothing: same bank, same inner maps.
+/// Pins under a fresh directory, removed (with everything in it) on drop.
+struct Pins(netguard::paths::PinPaths);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = netguard::loader::detach(&self.0);
+    }
+}
+
+/// A reload with the same list writes nothing: same bank, same inner maps. A few changes are
+/// patched into the live bank; an edit by another process (`netguard deny add`) is noticed and
+/// undone by the next reload.
 #[test]
 fn unchanged_denylist_touches_nothing() {
-    let mut ebpf = EbpfLoader::new()
-        .load(netguard::ebpf_object())
-        .expect("load eBPF object");
+    netguard_tests::daemon::ensure_bpffs();
+    let pins = Pins(netguard::paths::PinPaths::new(format!(
+        "/sys/fs/bpf/ngt-{}-deny-swap",
+        std::process::id()
+    )));
+    let mut ebpf = netguard::loader::load(&pins.0).expect("load with pinned maps");
     let mut tables = Tables::from_ebpf(&mut ebpf).expect("tables");
     let plan = plan(false);
     let (_, first) = tables.apply_all(&plan, &mut |_| {}).expect("apply");
@@ -232,4 +246,17 @@ fn unchanged_denylist_touches_nothing() {
     let listed = tables.deny_list().expect("list");
     assert_eq!(listed.len(), small.deny_v4.len());
     assert!(listed.contains(&"203.0.113.77/32".parse().expect("net")));
+
+    // The CLI's view: the same maps reopened from their pins.
+    let mut cli = Tables::open_pinned(&pins.0).expect("open pinned");
+    assert_eq!(cli.deny_bank().expect("bank"), first.bank);
+    assert_eq!(cli.deny_list().expect("list"), listed);
+    let (_, again) = tables.apply_all(&small, &mut |_| {}).expect("apply");
+    assert_eq!(again.action, DenyAction::Unchanged, "nothing edited yet");
+    cli.deny_add(&["192.0.2.200/32".parse().expect("net")])
+        .expect("add");
+    let (report, reverted) = tables.apply_all(&small, &mut |_| {}).expect("apply");
+    assert_eq!(reverted.action, DenyAction::Diff, "the edit is noticed");
+    assert_eq!((report.added, report.removed), (0, 1), "and undone");
+    assert_eq!(cli.deny_list().expect("list"), listed);
 }
