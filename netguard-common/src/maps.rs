@@ -159,6 +159,27 @@ pub struct InnerLayout {
     pub flags: u32,
 }
 
+impl InnerLayout {
+    /// Whether a map of this shape may sit in the outer map: the kernel's own test (type, key
+    /// and value size, flags), plus the entry count for arrays (an inner array is looked up
+    /// with the template's bounds). A trie may be larger than the template.
+    pub const fn accepts(
+        &self,
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        flags: u32,
+    ) -> bool {
+        let l = &self.layout;
+        map_type == l.map_type
+            && key_size == l.key_size
+            && value_size == l.value_size
+            && flags == self.flags
+            && (map_type != BPF_MAP_TYPE_ARRAY || max_entries == l.max_entries)
+    }
+}
+
 /// The inner maps of one denylist bank.
 pub const DENY_INNER: [InnerLayout; 3] = [
     InnerLayout {
@@ -277,3 +298,57 @@ pub const LAYOUTS: [MapLayout; 15] = [
         crate::private_net::PN_REASON_COUNT,
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_maps_must_match_their_template() {
+        let [trie, index, _] = DENY_INNER;
+        let t = trie.layout;
+        assert!(trie.accepts(
+            t.map_type,
+            t.key_size,
+            t.value_size,
+            t.max_entries,
+            trie.flags
+        ));
+        assert!(
+            trie.accepts(
+                t.map_type,
+                t.key_size,
+                t.value_size,
+                2 * t.max_entries,
+                trie.flags
+            ),
+            "a trie may be larger than its template"
+        );
+        assert!(!trie.accepts(t.map_type, 4 + 16, t.value_size, t.max_entries, trie.flags));
+        assert!(!trie.accepts(t.map_type, t.key_size, 4, t.max_entries, trie.flags));
+        assert!(!trie.accepts(t.map_type, t.key_size, t.value_size, t.max_entries, 0));
+        let i = index.layout;
+        assert!(index.accepts(i.map_type, 4, 8, i.max_entries, BPF_F_MMAPABLE));
+        assert!(
+            !index.accepts(i.map_type, 4, 8, i.max_entries / 2, BPF_F_MMAPABLE),
+            "an array is looked up with the template's bounds"
+        );
+        assert!(
+            !index.accepts(i.map_type, 4, 8, i.max_entries, 0),
+            "not mappable"
+        );
+        assert!(!index.accepts(BPF_MAP_TYPE_HASH, 4, 8, i.max_entries, BPF_F_MMAPABLE));
+    }
+
+    #[test]
+    fn inner_map_names_fit_the_kernel() {
+        for spec in DENY_INNER {
+            // The bank number follows; the kernel keeps 15 bytes of a name.
+            assert!(spec.name.len() < 15, "{}", spec.name);
+        }
+        assert!(
+            DENY_BANKS.is_power_of_two(),
+            "the program masks the bank word"
+        );
+    }
+}

@@ -74,6 +74,19 @@ pub struct DenyReport {
     pub bank: u32,
 }
 
+/// An inner map's shape, for errors.
+pub fn describe_inner(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+) -> String {
+    format!(
+        "type {map_type} key {key_size} B value {value_size} B max_entries {max_entries} flags {flags:#x}"
+    )
+}
+
 /// Logs how the denylist reached the maps.
 pub fn log_report(r: &DenyReport) {
     match r.action {
@@ -115,25 +128,31 @@ impl Outer {
             Err(e) => return Err(map_err(self.name)(e)),
         };
         let info = data.info().map_err(map_err(self.name))?;
-        let found = (
-            info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+        let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        if !spec.accepts(
+            map_type,
             info.key_size(),
             info.value_size(),
+            info.max_entries(),
             info.map_flags(),
-        );
-        let l = spec.layout;
-        let expected = (l.map_type, l.key_size, l.value_size, spec.flags);
-        if found != expected
-            || (l.map_type == maps::BPF_MAP_TYPE_ARRAY && info.max_entries() != l.max_entries)
-        {
+        ) {
             return Err(TableError::InnerLayout {
                 name: self.name,
                 bank,
-                found: format!(
-                    "type/key/value/flags {found:?}, max_entries {}",
-                    info.max_entries()
+                found: describe_inner(
+                    map_type,
+                    info.key_size(),
+                    info.value_size(),
+                    info.max_entries(),
+                    info.map_flags(),
                 ),
-                expected: format!("{expected:?}, max_entries {}", l.max_entries),
+                expected: describe_inner(
+                    spec.layout.map_type,
+                    spec.layout.key_size,
+                    spec.layout.value_size,
+                    spec.layout.max_entries,
+                    spec.flags,
+                ),
             });
         }
         let id = info.id();
