@@ -90,7 +90,7 @@ pub fn describe_inner(
 /// Logs how the denylist reached the maps.
 pub fn log_report(r: &DenyReport) {
     match r.action {
-        DenyAction::Unchanged => tracing::debug!(bank = r.bank, "denylist unchanged"),
+        DenyAction::Unchanged => tracing::info!(bank = r.bank, "denylist unchanged"),
         DenyAction::Diff => tracing::info!(bank = r.bank, "denylist patched in the live bank"),
         DenyAction::Rebuild { into } => {
             tracing::info!(bank = into, "denylist built in a new bank and switched in")
