@@ -7,13 +7,26 @@
 pub const CONFIG: &str = "NG_CONFIG";
 /// Per-CPU array of [`crate::reason::Counter`], indexed by [`crate::reason::Reason::counter_index`].
 pub const COUNTERS: &str = "NG_COUNTERS";
+/// The denylist lives in two banks of inner maps; these outer arrays of maps hold, at index
+/// `bank`, that bank's map of each kind ([`DENY_BANKS`] slots each). Only the outer maps are
+/// pinned: an inner map lives as long as a slot references it.
+///
 /// LPM tries of denylisted sources; key data is the address in network byte order.
 pub const DENY_V4: &str = "NG_DENY_V4";
 pub const DENY_V6: &str = "NG_DENY_V6";
-/// Array of `u64`, two bits per /24 of the IPv4 space ([`crate::prefixes::block_state`]):
+/// Arrays of `u64`, two bits per /24 of the IPv4 space ([`crate::prefixes::block_state`]):
 /// whether the IPv4 denylist covers the /24, holds longer prefixes inside it (then the trie
 /// answers) or nothing. Memory-mappable, so userspace reads and writes it in place.
 pub const DENY_V4_INDEX: &str = "NG_DENY_V4_IDX";
+/// Array of two `u32`. Index [`DENY_BANK_SLOT`]: the bank ([`DENY_BANKS`]) whose maps the XDP
+/// program consults; the program reads it once per packet, and a new denylist built in the
+/// other bank goes live with one write of this word. Index [`DENY_EDITS_SLOT`]: bumped by every
+/// `netguard deny add/del`, so the daemon knows whether the live bank still holds what it wrote.
+pub const DENY_BANK: &str = "NG_DENY_BANK";
+pub const DENY_BANK_SLOT: u32 = 0;
+pub const DENY_EDITS_SLOT: u32 = 1;
+/// Banks of denylist maps: the live one and the one a reload builds.
+pub const DENY_BANKS: u32 = 2;
 /// LPM tries of trusted sources; key data is the address in network byte order.
 pub const TRUSTED_V4: &str = "NG_TRUST_V4";
 pub const TRUSTED_V6: &str = "NG_TRUST_V6";
@@ -35,9 +48,10 @@ pub const PN_GATEWAYS: &str = "NG_PN_GATEWAYS";
 pub const PN_COUNTERS: &str = "NG_PN_COUNTERS";
 
 /// Every map the programs declare, in the order `netguard stats`/`detach` walk them.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     CONFIG,
     COUNTERS,
+    DENY_BANK,
     DENY_V4,
     DENY_V4_INDEX,
     DENY_V6,
@@ -86,7 +100,7 @@ pub const V6_KEY_LEN: usize = 16;
 /// checking its type or sizes; a new layout gets a new directory name, so a daemon with other
 /// layouts never shares maps with a different shape (it builds fresh ones and the old directory
 /// is removed once the programs are swapped). Bump on any map layout change.
-pub const MAPS_DIR: &str = "maps-v2";
+pub const MAPS_DIR: &str = "maps-v3";
 
 /// `BPF_F_MMAPABLE`: the denylist index is created with it.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -97,6 +111,15 @@ pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// `BPF_F_NO_PREALLOC`: LPM tries must be created with it.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Inner map names (the kernel keeps 15 bytes) of bank `b`: `NG_DENY_V4.b0`, ...
+pub const DENY_V4_INNER: &str = "NG_DENY_V4.b";
+pub const DENY_V4_INDEX_INNER: &str = "NG_DENY_IDX.b";
+pub const DENY_V6_INNER: &str = "NG_DENY_V6.b";
 
 /// The shape of one map, as the kernel reports it for a pinned map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,8 +147,81 @@ const fn layout(
     }
 }
 
+/// The shape every inner denylist map must have (the kernel refuses an inner map whose type,
+/// key or value size or flags differ from the template the program was verified with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InnerLayout {
+    /// The outer map holding maps of this shape.
+    pub outer: &'static str,
+    /// Name prefix of the inner maps; the bank number follows.
+    pub name: &'static str,
+    pub layout: MapLayout,
+    pub flags: u32,
+}
+
+impl InnerLayout {
+    /// Whether a map of this shape may sit in the outer map: the kernel's own test (type, key
+    /// and value size, flags), plus the entry count for arrays (an inner array is looked up
+    /// with the template's bounds). A trie may be larger than the template.
+    pub const fn accepts(
+        &self,
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        flags: u32,
+    ) -> bool {
+        let l = &self.layout;
+        map_type == l.map_type
+            && key_size == l.key_size
+            && value_size == l.value_size
+            && flags == self.flags
+            && (map_type != BPF_MAP_TYPE_ARRAY || max_entries == l.max_entries)
+    }
+}
+
+/// The inner maps of one denylist bank.
+pub const DENY_INNER: [InnerLayout; 3] = [
+    InnerLayout {
+        outer: DENY_V4,
+        name: DENY_V4_INNER,
+        layout: layout(
+            DENY_V4,
+            BPF_MAP_TYPE_LPM_TRIE,
+            4 + V4_KEY_LEN,
+            1,
+            DENY_V4_CAPACITY,
+        ),
+        flags: BPF_F_NO_PREALLOC,
+    },
+    InnerLayout {
+        outer: DENY_V4_INDEX,
+        name: DENY_V4_INDEX_INNER,
+        layout: layout(
+            DENY_V4_INDEX,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            8,
+            crate::prefixes::V4_INDEX_WORDS,
+        ),
+        flags: BPF_F_MMAPABLE,
+    },
+    InnerLayout {
+        outer: DENY_V6,
+        name: DENY_V6_INNER,
+        layout: layout(
+            DENY_V6,
+            BPF_MAP_TYPE_LPM_TRIE,
+            4 + V6_KEY_LEN,
+            1,
+            DENY_V6_CAPACITY,
+        ),
+        flags: BPF_F_NO_PREALLOC,
+    },
+];
+
 /// Every map's expected layout; the loader checks pinned maps against it before reusing them.
-pub const LAYOUTS: [MapLayout; 14] = [
+pub const LAYOUTS: [MapLayout; 15] = [
     layout(
         CONFIG,
         BPF_MAP_TYPE_ARRAY,
@@ -140,27 +236,10 @@ pub const LAYOUTS: [MapLayout; 14] = [
         core::mem::size_of::<crate::reason::Counter>(),
         crate::reason::COUNTER_SLOTS,
     ),
-    layout(
-        DENY_V4,
-        BPF_MAP_TYPE_LPM_TRIE,
-        4 + V4_KEY_LEN,
-        1,
-        DENY_V4_CAPACITY,
-    ),
-    layout(
-        DENY_V4_INDEX,
-        BPF_MAP_TYPE_ARRAY,
-        4,
-        8,
-        crate::prefixes::V4_INDEX_WORDS,
-    ),
-    layout(
-        DENY_V6,
-        BPF_MAP_TYPE_LPM_TRIE,
-        4 + V6_KEY_LEN,
-        1,
-        DENY_V6_CAPACITY,
-    ),
+    layout(DENY_BANK, BPF_MAP_TYPE_ARRAY, 4, 4, 2),
+    layout(DENY_V4, BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, DENY_BANKS),
+    layout(DENY_V4_INDEX, BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, DENY_BANKS),
+    layout(DENY_V6, BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, DENY_BANKS),
     layout(
         TRUSTED_V4,
         BPF_MAP_TYPE_LPM_TRIE,
@@ -219,3 +298,57 @@ pub const LAYOUTS: [MapLayout; 14] = [
         crate::private_net::PN_REASON_COUNT,
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_maps_must_match_their_template() {
+        let [trie, index, _] = DENY_INNER;
+        let t = trie.layout;
+        assert!(trie.accepts(
+            t.map_type,
+            t.key_size,
+            t.value_size,
+            t.max_entries,
+            trie.flags
+        ));
+        assert!(
+            trie.accepts(
+                t.map_type,
+                t.key_size,
+                t.value_size,
+                2 * t.max_entries,
+                trie.flags
+            ),
+            "a trie may be larger than its template"
+        );
+        assert!(!trie.accepts(t.map_type, 4 + 16, t.value_size, t.max_entries, trie.flags));
+        assert!(!trie.accepts(t.map_type, t.key_size, 4, t.max_entries, trie.flags));
+        assert!(!trie.accepts(t.map_type, t.key_size, t.value_size, t.max_entries, 0));
+        let i = index.layout;
+        assert!(index.accepts(i.map_type, 4, 8, i.max_entries, BPF_F_MMAPABLE));
+        assert!(
+            !index.accepts(i.map_type, 4, 8, i.max_entries / 2, BPF_F_MMAPABLE),
+            "an array is looked up with the template's bounds"
+        );
+        assert!(
+            !index.accepts(i.map_type, 4, 8, i.max_entries, 0),
+            "not mappable"
+        );
+        assert!(!index.accepts(BPF_MAP_TYPE_HASH, 4, 8, i.max_entries, BPF_F_MMAPABLE));
+    }
+
+    #[test]
+    fn inner_map_names_fit_the_kernel() {
+        for spec in DENY_INNER {
+            // The bank number follows; the kernel keeps 15 bytes of a name.
+            assert!(spec.name.len() < 15, "{}", spec.name);
+        }
+        assert!(
+            DENY_BANKS.is_power_of_two(),
+            "the program masks the bank word"
+        );
+    }
+}

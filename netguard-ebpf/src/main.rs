@@ -23,14 +23,17 @@ mod private_net;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    btf_maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    btf_maps::{Array, ArrayOfMaps, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use netguard_common::{
     flow::{self, FlowKey, FlowValue, REFRESH_INTERVAL_NS},
-    maps::{BPF_F_MMAPABLE, DENY_V4_CAPACITY, DENY_V6_CAPACITY, FLOWS_CAPACITY, TRUSTED_CAPACITY},
+    maps::{
+        BPF_F_MMAPABLE, DENY_BANK_SLOT, DENY_BANKS, DENY_V4_CAPACITY, DENY_V6_CAPACITY,
+        FLOWS_CAPACITY, TRUSTED_CAPACITY,
+    },
     packet::{self, Addr, FrameKind, IpPacket, L4, PacketBytes as _},
     policy::{FLAG_AUDIT, FilterConfig},
     prefixes::{BLOCK_ALL, BLOCK_CLEAN, BLOCKS_PER_WORD, V4_INDEX_WORDS, block_of, block_state},
@@ -45,13 +48,25 @@ use crate::access::{SkbBytes, XdpBytes};
 static NG_CONFIG: Array<FilterConfig, 1> = Array::new();
 #[btf_map]
 static NG_COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
+// The denylist: two banks of inner maps behind outer arrays of maps, and the word naming the
+// live bank. Userspace fills the other bank and flips the word: one write switches every map.
 #[btf_map]
-static NG_DENY_V4: LpmTrie<[u8; 4], u8, { DENY_V4_CAPACITY as usize }> = LpmTrie::new();
+static NG_DENY_BANK: Array<u32, 2> = Array::new();
 #[btf_map]
-static NG_DENY_V4_IDX: Array<u64, { V4_INDEX_WORDS as usize }, { BPF_F_MMAPABLE as usize }> =
-    Array::new();
+static NG_DENY_V4: ArrayOfMaps<
+    LpmTrie<[u8; 4], u8, { DENY_V4_CAPACITY as usize }>,
+    { DENY_BANKS as usize },
+> = ArrayOfMaps::new();
 #[btf_map]
-static NG_DENY_V6: LpmTrie<[u8; 16], u8, { DENY_V6_CAPACITY as usize }> = LpmTrie::new();
+static NG_DENY_V4_IDX: ArrayOfMaps<
+    Array<u64, { V4_INDEX_WORDS as usize }, { BPF_F_MMAPABLE as usize }>,
+    { DENY_BANKS as usize },
+> = ArrayOfMaps::new();
+#[btf_map]
+static NG_DENY_V6: ArrayOfMaps<
+    LpmTrie<[u8; 16], u8, { DENY_V6_CAPACITY as usize }>,
+    { DENY_BANKS as usize },
+> = ArrayOfMaps::new();
 #[btf_map]
 static NG_TRUST_V4: LpmTrie<[u8; 4], u8, { TRUSTED_CAPACITY as usize }> = LpmTrie::new();
 #[btf_map]
@@ -88,27 +103,49 @@ impl V4Key {
     }
 }
 
+/// The live denylist bank, read once (volatile: userspace rewrites it while programs run).
+#[inline(always)]
+fn deny_bank() -> u32 {
+    match NG_DENY_BANK.get_ptr(DENY_BANK_SLOT) {
+        // SAFETY: pointer from a successful array lookup; a plain 4-byte load.
+        Some(p) => (unsafe { core::ptr::read_volatile(p) }) & (DENY_BANKS - 1),
+        None => 0,
+    }
+}
+
 struct MapTables<'a> {
     cfg: &'a FilterConfig,
 }
 
 impl Tables for MapTables<'_> {
+    /// Every lookup goes to the bank read once here, so a packet sees one whole denylist. An
+    /// empty slot (userspace fills a bank before naming it, and clears the old one only after
+    /// the programs that could still use it have finished) answers "not listed".
     #[inline(always)]
     fn is_denied(&self, src: &Addr) -> bool {
+        let bank = deny_bank();
         if src.is_v6() {
-            return NG_DENY_V6.get(&Key::new(128, *src.v6_octets())).is_some();
+            let Some(trie) = NG_DENY_V6.get(bank) else {
+                return false;
+            };
+            return trie.get(&Key::new(128, *src.v6_octets())).is_some();
         }
         // The /24 index answers most sources with one array read; blocks holding longer
         // prefixes (and a missing word, which cannot happen) go to the trie.
         let block = block_of(src);
-        if let Some(word) = NG_DENY_V4_IDX.get(block / BLOCKS_PER_WORD) {
+        if let Some(index) = NG_DENY_V4_IDX.get(bank)
+            && let Some(word) = index.get(block / BLOCKS_PER_WORD)
+        {
             match block_state(*word, block) {
                 BLOCK_CLEAN => return false,
                 BLOCK_ALL => return true,
                 _ => {}
             }
         }
-        NG_DENY_V4.get(v4_key(src).as_key()).is_some()
+        let Some(trie) = NG_DENY_V4.get(bank) else {
+            return false;
+        };
+        trie.get(v4_key(src).as_key()).is_some()
     }
 
     #[inline(always)]

@@ -106,7 +106,8 @@ fn apply(tables: &mut Tables, prepared: &Prepared) -> Result<(), DaemonError> {
         warn!("{w}");
     }
     let started = Instant::now();
-    let report = tables.apply(&prepared.plan, &mut log_progress)?;
+    let (report, deny) = tables.apply_all(&prepared.plan, &mut log_progress)?;
+    crate::deny_banks::log_report(&deny);
     let private = tables.apply_private(&private_net::plan(&prepared.config.private_network))?;
     if private.added + private.removed > 0 {
         info!(

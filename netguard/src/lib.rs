@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod deny_banks;
 pub mod denylist;
 pub mod dns;
 pub mod loader;

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapInfo,
+    maps::{ArrayOfMaps, Map, MapData, MapInfo},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -142,6 +142,56 @@ pub fn check_pinned_layouts(paths: &PinPaths) -> Result<(), LoadError> {
                 found: describe(&found),
                 expected: describe(&expected),
             });
+        }
+    }
+    check_pinned_inner_layouts(paths)
+}
+
+/// The denylist's inner maps are not pinned themselves: check the ones the pinned outer maps
+/// hold, bank by bank (the outer map's own layout does not show their shape).
+fn check_pinned_inner_layouts(paths: &PinPaths) -> Result<(), LoadError> {
+    for spec in maps::DENY_INNER {
+        let path = paths.map(spec.outer);
+        if !path.exists() {
+            continue;
+        }
+        let info_err = |source| LoadError::MapInfo {
+            path: path.clone(),
+            source,
+        };
+        let outer = Map::ArrayOfMaps(MapData::from_pin(&path).map_err(info_err)?);
+        let outer: ArrayOfMaps<&MapData, MapData> = (&outer).try_into().map_err(info_err)?;
+        for bank in 0..maps::DENY_BANKS {
+            let inner = match outer.get(&bank, 0) {
+                Ok(inner) => inner,
+                Err(e) if crate::tables::is_missing(&e) => continue,
+                Err(e) => return Err(info_err(e)),
+            };
+            let info = inner.info().map_err(info_err)?;
+            let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+            let shape = (
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                info.map_flags(),
+            );
+            if !spec.accepts(map_type, shape.0, shape.1, shape.2, shape.3) {
+                let l = spec.layout;
+                return Err(LoadError::Layout {
+                    path: path.join(format!("[{bank}]")),
+                    root: paths.root().to_path_buf(),
+                    found: crate::deny_banks::describe_inner(
+                        map_type, shape.0, shape.1, shape.2, shape.3,
+                    ),
+                    expected: crate::deny_banks::describe_inner(
+                        l.map_type,
+                        l.key_size,
+                        l.value_size,
+                        l.max_entries,
+                        spec.flags,
+                    ),
+                });
+            }
         }
     }
     Ok(())

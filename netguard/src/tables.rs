@@ -1,13 +1,7 @@
 //! Reading and writing netguard's maps, from the daemon (maps it just loaded) or from the CLI
 //! (maps reopened from their pins, with no daemon running).
 
-use std::{
-    collections::HashSet,
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering},
-    time::Instant,
-};
+use std::{collections::HashSet, time::Instant};
 
 use aya::{
     Ebpf,
@@ -19,12 +13,12 @@ use netguard_common::{
     limiter::{BucketKey, BucketState, LimiterConfig, OverrideKey},
     maps,
     policy::{FLAG_HAS_DENY_V4, FLAG_HAS_DENY_V6, FilterConfig},
-    prefixes::{BLOCK_ALL, BLOCKS_PER_WORD, V4_BLOCKS, V4_INDEX_WORDS, blocks_of_prefix},
     private_net::{GatewayKey, PN_REASON_COUNT},
     reason::{COUNTER_SLOTS, Counter},
 };
 
 use crate::{
+    deny_banks::{DenyBanks, DenyReport},
     paths::PinPaths,
     policy::{self, MapPlan},
 };
@@ -47,21 +41,34 @@ pub enum TableError {
         name: &'static str,
         source: std::io::Error,
     },
+    #[error("creating denylist map {name}: {source}")]
+    Create { name: String, source: MapError },
+    #[error("clearing slot {slot} of {name}: {source}")]
+    Clear {
+        name: &'static str,
+        slot: u32,
+        source: std::io::Error,
+    },
+    #[error("denylist map {name} in bank {bank} has {found}, this netguard expects {expected}")]
+    InnerLayout {
+        name: &'static str,
+        bank: u32,
+        found: String,
+        expected: String,
+    },
 }
 
-fn map_err(name: &'static str) -> impl Fn(MapError) -> TableError {
+pub(crate) fn map_err(name: &'static str) -> impl Fn(MapError) -> TableError {
     move |source| TableError::Map { name, source }
 }
 
-type Trie<K> = LpmTrie<MapData, K, u8>;
+pub(crate) type Trie<K> = LpmTrie<MapData, K, u8>;
 
 /// Handles on every map netguard writes.
 pub struct Tables {
     config: Array<MapData, FilterConfig>,
     counters: PerCpuArray<MapData, Counter>,
-    deny_v4: Trie<[u8; 4]>,
-    deny_v4_index: DenyIndex,
-    deny_v6: Trie<[u8; 16]>,
+    deny: DenyBanks,
     trusted_v4: Trie<[u8; 4]>,
     trusted_v6: Trie<[u8; 16]>,
     limit_config: Array<MapData, LimiterConfig>,
@@ -121,9 +128,12 @@ impl Tables {
         Ok(Self {
             config: typed(get, maps::CONFIG)?,
             counters: typed(get, maps::COUNTERS)?,
-            deny_v4: typed(get, maps::DENY_V4)?,
-            deny_v4_index: DenyIndex::new(typed(get, maps::DENY_V4_INDEX)?)?,
-            deny_v6: typed(get, maps::DENY_V6)?,
+            deny: DenyBanks::new(
+                typed(get, maps::DENY_BANK)?,
+                get(maps::DENY_V4)?,
+                get(maps::DENY_V4_INDEX)?,
+                get(maps::DENY_V6)?,
+            )?,
             trusted_v4: typed(get, maps::TRUSTED_V4)?,
             trusted_v6: typed(get, maps::TRUSTED_V6)?,
             limit_config: typed(get, maps::LIMIT_CONFIG)?,
@@ -146,34 +156,34 @@ impl Tables {
     /// Brings every table to `plan`: prefixes are added before stale ones leave, and the policy
     /// value is written last, so no packet sees a state that is neither the old nor the new one
     /// in a way that opens anything (a stale deny entry may linger a moment; a wanted one never
-    /// goes missing). The IPv4 denylist's /24 index follows the same order: after the trie's
-    /// additions each block is raised to at least its new state, after the removals it is set
-    /// to exactly that state.
+    /// goes missing). The denylist changes as [`DenyBanks::apply`] decides: not at all, as a
+    /// diff in the live bank, or rebuilt in the other bank and switched in with one write.
     pub fn apply(
         &mut self,
         plan: &MapPlan,
         progress: &mut dyn FnMut(FillProgress),
     ) -> Result<ApplyReport, TableError> {
+        Ok(self.apply_all(plan, progress)?.0)
+    }
+
+    /// [`Tables::apply`], also telling how the denylist changed.
+    pub fn apply_all(
+        &mut self,
+        plan: &MapPlan,
+        progress: &mut dyn FnMut(FillProgress),
+    ) -> Result<(ApplyReport, DenyReport), TableError> {
         let mut report = ApplyReport::default();
-        let index = deny_v4_index(&plan.deny_v4);
-        let deny_v4_index = &self.deny_v4_index;
-        sync(
-            &mut self.deny_v4,
-            &DENY_V4,
-            &plan.deny_v4,
-            &mut report,
-            progress,
-            &mut || deny_v4_index.raise(&index),
-        )?;
-        self.deny_v4_index.set(&index);
-        sync(
-            &mut self.deny_v6,
-            &DENY_V6,
-            &plan.deny_v6,
-            &mut report,
-            progress,
-            &mut || {},
-        )?;
+        // The filter skips a family whose flag is clear: before the new denylist can be
+        // live, its flags must be on (a superset is harmless: an empty trie just misses).
+        let wanted = plan.filter.flags & (FLAG_HAS_DENY_V4 | FLAG_HAS_DENY_V6);
+        let mut live = self.filter_config()?;
+        if live.flags & wanted != wanted {
+            live.flags |= wanted;
+            self.set_filter_config(&live)?;
+        }
+        let deny = self
+            .deny
+            .apply(&plan.deny_v4, &plan.deny_v6, &mut report, progress)?;
         sync(
             &mut self.trusted_v4,
             &TRUSTED_V4,
@@ -194,7 +204,7 @@ impl Tables {
         policy::inline_trusted(&mut filter, &plan.trusted_v4, &plan.trusted_v6);
         self.set_filter_config(&filter)?;
         self.apply_limiter(&plan.limiter, &mut report)?;
-        Ok(report)
+        Ok((report, deny))
     }
 
     /// Overrides first (changed and new ones, then stale ones go), then the defaults. Buckets
@@ -315,24 +325,11 @@ impl Tables {
             .collect()
     }
 
-    /// Adds denylist entries to the live map (effective on the next packet).
+    /// Adds denylist entries to the live bank (effective on the next packet).
     pub fn deny_add(&mut self, nets: &[IpNet]) -> Result<(), TableError> {
         let (v4, v6) = policy::split(nets);
         let mut cfg = self.filter_config()?;
-        for n in &v4 {
-            self.deny_v4
-                .insert(&v4_key(n), 1, 0)
-                .map_err(map_err(maps::DENY_V4))?;
-        }
-        if !v4.is_empty() {
-            // Only raises: the blocks of the new prefixes, nothing else.
-            self.deny_v4_index.raise(&deny_v4_index(&v4));
-        }
-        for n in &v6 {
-            self.deny_v6
-                .insert(&v6_key(n), 1, 0)
-                .map_err(map_err(maps::DENY_V6))?;
-        }
+        self.deny.add(&v4, &v6)?;
         // The filter skips an empty trie; tell it this one is not empty any more.
         let before = cfg.flags;
         if !v4.is_empty() {
@@ -347,48 +344,26 @@ impl Tables {
         Ok(())
     }
 
-    /// Removes exact entries; returns the ones that were not present.
+    /// Removes exact entries from the live bank; returns the ones that were not present.
     pub fn deny_del(&mut self, nets: &[IpNet]) -> Result<Vec<IpNet>, TableError> {
         let (v4, v6) = policy::split(nets);
-        let mut missing = Vec::new();
-        let removing_v4 = !v4.is_empty();
-        for n in v4 {
-            match self.deny_v4.remove(&v4_key(&n)) {
-                Ok(()) => {}
-                Err(e) if is_missing(&e) => missing.push(IpNet::V4(n)),
-                Err(e) => return Err(map_err(maps::DENY_V4)(e)),
-            }
-        }
-        if removing_v4 {
-            // A block may stay covered by other prefixes: recompute it from what the trie holds.
-            let rest: Vec<Ipv4Net> = current(&self.deny_v4, maps::DENY_V4, from_v4_key)?
-                .into_iter()
-                .collect();
-            self.deny_v4_index.set(&deny_v4_index(&rest));
-        }
-        for n in v6 {
-            match self.deny_v6.remove(&v6_key(&n)) {
-                Ok(()) => {}
-                Err(e) if is_missing(&e) => missing.push(IpNet::V6(n)),
-                Err(e) => return Err(map_err(maps::DENY_V6)(e)),
-            }
-        }
-        Ok(missing)
+        self.deny.del(&v4, &v6)
     }
 
-    /// Every denylist entry currently in the kernel, sorted.
+    /// Every denylist entry of the live bank, sorted.
     pub fn deny_list(&self) -> Result<Vec<IpNet>, TableError> {
-        let mut out: Vec<IpNet> = current(&self.deny_v4, maps::DENY_V4, from_v4_key)?
-            .into_iter()
-            .map(IpNet::V4)
-            .collect();
-        out.extend(
-            current(&self.deny_v6, maps::DENY_V6, from_v6_key)?
-                .into_iter()
-                .map(IpNet::V6),
-        );
-        out.sort_unstable();
-        Ok(out)
+        self.deny.list()
+    }
+
+    /// The denylist bank the XDP program consults.
+    pub fn deny_bank(&self) -> Result<u32, TableError> {
+        self.deny.active_bank()
+    }
+
+    /// Ids of the maps in a denylist bank's slots (IPv4 trie, /24 index, IPv6 trie); `None`
+    /// for an empty slot.
+    pub fn deny_slots(&self, bank: u32) -> Result<[Option<u32>; 3], TableError> {
+        self.deny.slot_ids(bank)
     }
 
     /// Per-slot counters summed over CPUs, indexed like `Reason::counter_index`.
@@ -421,7 +396,7 @@ fn remove_key<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-fn is_missing(e: &MapError) -> bool {
+pub(crate) fn is_missing(e: &MapError) -> bool {
     matches!(e, MapError::KeyNotFound)
         || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
 }
@@ -434,19 +409,19 @@ pub fn v6_key(n: &Ipv6Net) -> Key<[u8; 16]> {
     Key::new(n.prefix_len().into(), n.network().octets())
 }
 
-fn from_v4_key(k: &Key<[u8; 4]>) -> Option<Ipv4Net> {
+pub(crate) fn from_v4_key(k: &Key<[u8; 4]>) -> Option<Ipv4Net> {
     Ipv4Net::new(k.data().into(), u8::try_from(k.prefix_len()).ok()?).ok()
 }
 
-fn from_v6_key(k: &Key<[u8; 16]>) -> Option<Ipv6Net> {
+pub(crate) fn from_v6_key(k: &Key<[u8; 16]>) -> Option<Ipv6Net> {
     Ipv6Net::new(k.data().into(), u8::try_from(k.prefix_len()).ok()?).ok()
 }
 
-trait Prefix: Copy + Eq + std::hash::Hash {}
+pub(crate) trait Prefix: Copy + Eq + std::hash::Hash {}
 impl Prefix for Ipv4Net {}
 impl Prefix for Ipv6Net {}
 
-fn current<K: aya::Pod, N: Prefix>(
+pub(crate) fn current<K: aya::Pod, N: Prefix>(
     trie: &Trie<K>,
     name: &'static str,
     decode: fn(&Key<K>) -> Option<N>,
@@ -462,18 +437,18 @@ fn current<K: aya::Pod, N: Prefix>(
 }
 
 /// How to turn one address family's prefixes into trie keys and back.
-struct Codec<K, N> {
-    name: &'static str,
-    encode: fn(&N) -> Key<K>,
-    decode: fn(&Key<K>) -> Option<N>,
+pub(crate) struct Codec<K, N> {
+    pub name: &'static str,
+    pub encode: fn(&N) -> Key<K>,
+    pub decode: fn(&Key<K>) -> Option<N>,
 }
 
-const DENY_V4: Codec<[u8; 4], Ipv4Net> = Codec {
+pub(crate) const DENY_V4: Codec<[u8; 4], Ipv4Net> = Codec {
     name: maps::DENY_V4,
     encode: v4_key,
     decode: from_v4_key,
 };
-const DENY_V6: Codec<[u8; 16], Ipv6Net> = Codec {
+pub(crate) const DENY_V6: Codec<[u8; 16], Ipv6Net> = Codec {
     name: maps::DENY_V6,
     encode: v6_key,
     decode: from_v6_key,
@@ -489,8 +464,7 @@ const TRUSTED_V6: Codec<[u8; 16], Ipv6Net> = Codec {
     decode: from_v6_key,
 };
 
-/// Makes `trie` hold exactly `desired`: reads what is there, adds what is missing, calls
-/// `between`, then removes what is stale. Reports progress every 50,000 entries.
+/// Makes `trie` hold exactly `desired`: reads what is there, then [`apply_diff`].
 fn sync<K: aya::Pod, N: Prefix>(
     trie: &mut Trie<K>,
     codec: &Codec<K, N>,
@@ -499,9 +473,25 @@ fn sync<K: aya::Pod, N: Prefix>(
     progress: &mut dyn FnMut(FillProgress),
     between: &mut dyn FnMut(),
 ) -> Result<(), TableError> {
-    let name = codec.name;
-    let existing = current(trie, name, codec.decode)?;
+    let existing = current(trie, codec.name, codec.decode)?;
     let diff = policy::diff(&existing, desired);
+    apply_diff(trie, codec, &diff, progress, between)?;
+    report.added += diff.add.len();
+    report.removed += diff.remove.len();
+    report.unchanged += desired.len() - diff.add.len();
+    Ok(())
+}
+
+/// Adds what `diff` adds, calls `between`, then removes what it removes. Reports progress
+/// every 50,000 entries, and at the end of a long run.
+pub(crate) fn apply_diff<K: aya::Pod, N: Prefix>(
+    trie: &mut Trie<K>,
+    codec: &Codec<K, N>,
+    diff: &policy::Diff<N>,
+    progress: &mut dyn FnMut(FillProgress),
+    between: &mut dyn FnMut(),
+) -> Result<(), TableError> {
+    let name = codec.name;
     let total = diff.add.len() + diff.remove.len();
     let started = Instant::now();
     let mut done = 0;
@@ -537,235 +527,5 @@ fn sync<K: aya::Pod, N: Prefix>(
             total,
         });
     }
-    report.added += diff.add.len();
-    report.removed += diff.remove.len();
-    report.unchanged += desired.len() - diff.add.len();
     Ok(())
-}
-
-// ---- the IPv4 denylist's /24 index -----------------------------------------------------------
-
-/// The index words (`netguard_common::prefixes`) for an IPv4 denylist: every /24 at the state
-/// its prefixes need, [`BLOCK_ALL`] winning over partial.
-pub fn deny_v4_index(nets: &[Ipv4Net]) -> Vec<u64> {
-    let mut states = vec![0u8; V4_BLOCKS as usize];
-    for n in nets {
-        let blocks = blocks_of_prefix(n.network().octets(), n.prefix_len());
-        let state = netguard_common::prefixes::state_for_prefix_len(n.prefix_len());
-        let range = &mut states[blocks.start as usize..blocks.end as usize];
-        if state == BLOCK_ALL {
-            range.fill(BLOCK_ALL);
-        } else {
-            for s in range {
-                *s = (*s).max(state);
-            }
-        }
-    }
-    states
-        .chunks_exact(BLOCKS_PER_WORD as usize)
-        .map(|blocks| {
-            blocks
-                .iter()
-                .enumerate()
-                .fold(0u64, |w, (i, s)| w | u64::from(*s) << (2 * i))
-        })
-        .collect()
-}
-
-/// Each 2-bit block of `a` and `b` at the stronger of its two states.
-fn max_blocks(a: u64, b: u64) -> u64 {
-    (0..BLOCKS_PER_WORD).fold(0, |w, i| {
-        let shift = 2 * i;
-        w | ((a >> shift) & 3).max((b >> shift) & 3) << shift
-    })
-}
-
-/// `NG_DENY_V4_IDX`, memory-mapped (the map is `BPF_F_MMAPABLE`): 4 MiB read and written in
-/// place, word by word, while the XDP program reads it.
-struct DenyIndex {
-    words: NonNull<AtomicU64>,
-    len: usize,
-    /// Keeps the map's fd open for as long as the mapping is used (the mapping itself also
-    /// holds a reference to the map).
-    _map: Array<MapData, u64>,
-}
-
-// SAFETY: the mapping is plain shared memory accessed only through atomics.
-unsafe impl Send for DenyIndex {}
-// SAFETY: as above.
-unsafe impl Sync for DenyIndex {}
-
-impl DenyIndex {
-    fn new(map: Array<MapData, u64>) -> Result<Self, TableError> {
-        let len = V4_INDEX_WORDS as usize;
-        let bytes = len * std::mem::size_of::<u64>();
-        let fd = aya::maps::IterableMap::map(&map).fd().as_fd().as_raw_fd();
-        // SAFETY: a fresh shared mapping of the map's value area, which is `bytes` long (its
-        // layout is checked against `maps::LAYOUTS` when pinned maps are reused); nothing else
-        // in this process aliases it.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(TableError::Mmap {
-                name: maps::DENY_V4_INDEX,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let words = NonNull::new(ptr.cast::<AtomicU64>()).ok_or(TableError::Mmap {
-            name: maps::DENY_V4_INDEX,
-            source: std::io::Error::other("mmap returned null"),
-        })?;
-        Ok(Self {
-            words,
-            len,
-            _map: map,
-        })
-    }
-
-    fn words(&self) -> &[AtomicU64] {
-        // SAFETY: `len` aligned u64 words mapped in `new`, alive until `drop`.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr(), self.len) }
-    }
-
-    /// Raises every block to at least its state in `want` (never lowers one).
-    fn raise(&self, want: &[u64]) {
-        for (live, want) in self.words().iter().zip(want) {
-            let now = live.load(Ordering::Acquire);
-            if now != *want {
-                let merged = max_blocks(now, *want);
-                if merged != now {
-                    live.store(merged, Ordering::Release);
-                }
-            }
-        }
-    }
-
-    /// Makes every word equal to `want`.
-    fn set(&self, want: &[u64]) {
-        for (live, want) in self.words().iter().zip(want) {
-            if live.load(Ordering::Acquire) != *want {
-                live.store(*want, Ordering::Release);
-            }
-        }
-    }
-}
-
-impl Drop for DenyIndex {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; no reference into it outlives `self`.
-        unsafe {
-            libc::munmap(
-                self.words.as_ptr().cast(),
-                self.len * std::mem::size_of::<u64>(),
-            )
-        };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use netguard_common::{
-        packet::Addr,
-        prefixes::{BLOCK_CLEAN, BLOCK_PARTIAL, block_of, block_state},
-    };
-
-    fn state(index: &[u64], addr: [u8; 4]) -> u8 {
-        let block = block_of(&Addr::v4(addr));
-        block_state(index[(block / BLOCKS_PER_WORD) as usize], block)
-    }
-
-    fn nets(list: &[&str]) -> Vec<Ipv4Net> {
-        list.iter().map(|s| s.parse().expect("cidr")).collect()
-    }
-
-    #[test]
-    fn index_states() {
-        let index = deny_v4_index(&nets(&[
-            "198.51.100.0/24",
-            "10.0.0.0/8",
-            "192.0.2.50/32",
-            "203.0.113.128/25",
-            "203.0.114.0/23",
-        ]));
-        assert_eq!(index.len(), V4_INDEX_WORDS as usize);
-        assert_eq!(state(&index, [198, 51, 100, 7]), BLOCK_ALL);
-        assert_eq!(state(&index, [198, 51, 101, 7]), BLOCK_CLEAN);
-        assert_eq!(state(&index, [10, 200, 3, 4]), BLOCK_ALL);
-        assert_eq!(state(&index, [11, 0, 0, 0]), BLOCK_CLEAN);
-        assert_eq!(state(&index, [192, 0, 2, 99]), BLOCK_PARTIAL);
-        assert_eq!(state(&index, [203, 0, 113, 1]), BLOCK_PARTIAL);
-        assert_eq!(state(&index, [203, 0, 114, 1]), BLOCK_ALL);
-        assert_eq!(state(&index, [203, 0, 115, 255]), BLOCK_ALL);
-        assert_eq!(state(&index, [203, 0, 116, 0]), BLOCK_CLEAN);
-        // A covering prefix wins over a longer one inside, in either order.
-        for list in [
-            ["10.1.2.3/32", "10.1.0.0/16"],
-            ["10.1.0.0/16", "10.1.2.3/32"],
-        ] {
-            assert_eq!(
-                state(&deny_v4_index(&nets(&list)), [10, 1, 2, 9]),
-                BLOCK_ALL
-            );
-        }
-        assert_eq!(
-            state(&deny_v4_index(&nets(&["0.0.0.0/0"])), [255, 255, 255, 255]),
-            BLOCK_ALL
-        );
-    }
-
-    /// The index never contradicts longest-prefix matching: CLEAN only where nothing matches,
-    /// ALL only where something does; PARTIAL defers to the exact lookup.
-    #[test]
-    fn index_agrees_with_prefix_matching() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let list: Vec<Ipv4Net> = (0..2000)
-            .map(|_| {
-                let r = next();
-                // Addresses in a small space so prefixes overlap and share blocks.
-                let addr = std::net::Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x000f_ffff));
-                Ipv4Net::new(addr, 12 + (r >> 40) as u8 % 21)
-                    .expect("length")
-                    .trunc()
-            })
-            .collect();
-        let index = deny_v4_index(&list);
-        for _ in 0..100_000 {
-            let a = std::net::Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x001f_ffff));
-            let matched = list.iter().any(|n| n.contains(&a));
-            match state(&index, a.octets()) {
-                BLOCK_CLEAN => assert!(!matched, "{a} is clean but matched"),
-                BLOCK_ALL => assert!(matched, "{a} is covered but nothing matched"),
-                _ => assert!(
-                    !list.iter().any(|n| n.prefix_len() <= 24 && n.contains(&a)),
-                    "{a} partial under a covering prefix"
-                ),
-            }
-        }
-    }
-
-    #[test]
-    fn raising_keeps_the_stronger_state() {
-        let a = u64::from(BLOCK_PARTIAL) | u64::from(BLOCK_CLEAN) << 2;
-        let b = u64::from(BLOCK_ALL) << 2;
-        assert_eq!(max_blocks(a, b), a | b);
-        assert_eq!(
-            max_blocks(u64::from(BLOCK_ALL), u64::from(BLOCK_PARTIAL)),
-            3
-        );
-    }
 }

@@ -570,6 +570,8 @@ pub struct ProbeTally {
     pub attempts: u64,
     /// Connects that got no answer within the timeout.
     pub timed_out: u64,
+    /// When (since [`BackgroundProbes::start`]) each connect that timed out was started.
+    pub timed_out_at: Vec<Duration>,
     /// When (since [`BackgroundProbes::start`]) each connect that completed was started.
     pub connected: Vec<Duration>,
     /// Every other outcome (RST, ICMP error, failed socket call), with its start time.
@@ -778,6 +780,7 @@ fn probe_loop(
             } else if now.duration_since(at) >= timeout {
                 // Closing a socket in SYN_SENT sends nothing.
                 tally.timed_out += 1;
+                tally.timed_out_at.push(since);
             } else {
                 keep.push((fd, at));
             }

@@ -221,7 +221,9 @@ fn bpftool_lists_pinned_maps_by_name_with_named_fields() {
     for name in [
         "NG_CONFIG",
         "NG_COUNTERS",
+        "NG_DENY_BANK",
         "NG_DENY_V4",
+        "NG_DENY_V4_IDX",
         "NG_DENY_V6",
         "NG_TRUST_V4",
         "NG_TRUST_V6",
@@ -241,13 +243,45 @@ fn bpftool_lists_pinned_maps_by_name_with_named_fields() {
         counters.contains("\"packets\"") && counters.contains("\"bytes\""),
         "{counters}"
     );
-    let deny = run(&[
+    // The denylist: the bank word names the live bank; that bank's slot of the outer map holds
+    // the id of the inner trie, whose keys dump raw (prefix length as a little-endian u32,
+    // then the address bytes).
+    let bank = run(&[
+        "map",
+        "dump",
+        "pinned",
+        &maps_dir.join("NG_DENY_BANK").to_string_lossy(),
+    ]);
+    assert!(
+        bank.contains("\"value\": 0"),
+        "first start fills bank 0: {bank}"
+    );
+    let outer = run(&[
         "map",
         "dump",
         "pinned",
         &maps_dir.join("NG_DENY_V4").to_string_lossy(),
     ]);
-    assert!(deny.contains("\"prefix_len\": 24"), "{deny}");
+    // `key: 00 00 00 00  value: <id as 4 little-endian bytes>`, one line per filled slot.
+    let line = outer
+        .lines()
+        .find(|l| l.starts_with("key: 00 00 00 00"))
+        .unwrap_or_else(|| panic!("bank 0 slot missing: {outer}"));
+    let id_bytes: Vec<u8> = line
+        .split("value:")
+        .nth(1)
+        .expect("value")
+        .split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+        .collect();
+    let id = u32::from_le_bytes(id_bytes.try_into().expect("4-byte map id"));
+    let shown = run(&["map", "show", "id", &id.to_string()]);
+    assert!(shown.contains("name NG_DENY_V4.b0"), "{shown}");
+    let deny = run(&["map", "dump", "id", &id.to_string()]);
+    assert!(
+        deny.contains("key: 18 00 00 00 c6 33 64 00  value: 01"),
+        "198.51.100.0/24 in the live trie: {deny}"
+    );
     let config = run(&[
         "map",
         "dump",

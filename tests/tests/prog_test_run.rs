@@ -447,11 +447,33 @@ fn maps_have_the_expected_layout() {
         );
     }
     assert_eq!(maps::ALL.len(), maps::LAYOUTS.len());
-    let index = map_info(ebpf.map(maps::DENY_V4_INDEX).expect("index"));
+    // The inner maps the daemon made for the live bank: the kernel took them into the outer
+    // maps (same shape as the program's templates), and the index is mappable.
+    let fx = Fixture::new();
+    let bank = fx.tables.deny_bank().expect("bank");
+    let slots = fx.tables.deny_slots(bank).expect("slots");
+    for (spec, id) in maps::DENY_INNER.iter().zip(slots) {
+        let info = MapInfo::from_id(id.expect("live slot filled")).expect("inner map info");
+        assert_eq!(info.map_type().expect("type") as u32, spec.layout.map_type);
+        assert_eq!(info.key_size(), spec.layout.key_size, "{}", spec.name);
+        assert_eq!(info.value_size(), spec.layout.value_size, "{}", spec.name);
+        assert_eq!(info.max_entries(), spec.layout.max_entries, "{}", spec.name);
+        assert_eq!(info.map_flags(), spec.flags, "{}", spec.name);
+        assert_eq!(
+            info.name_as_str(),
+            Some(format!("{}{bank}", spec.name).as_str()),
+            "named for its bank"
+        );
+    }
     assert_ne!(
-        index.map_flags() & maps::BPF_F_MMAPABLE,
+        maps::DENY_INNER[1].flags & maps::BPF_F_MMAPABLE,
         0,
         "userspace maps the index"
+    );
+    let other = fx.tables.deny_slots(1 - bank).expect("slots");
+    assert_eq!(
+        other, [None; 3],
+        "the other bank holds nothing between reloads"
     );
 }
 
@@ -459,6 +481,7 @@ fn map_info(map: &aya::maps::Map) -> MapInfo {
     use aya::maps::Map;
     let data: &MapData = match map {
         Map::Array(d)
+        | Map::ArrayOfMaps(d)
         | Map::PerCpuArray(d)
         | Map::LpmTrie(d)
         | Map::LruHashMap(d)
