@@ -236,11 +236,20 @@ fn execute(command: Command) -> Result<(), Failure> {
         Command::Run { config } => daemon::run(&config)?,
         Command::Check { config } => {
             let p = daemon::prepare(&config)?;
+            // Certificates and keys are read as a start or reload would read them; nothing binds.
+            let sites = match &p.config.proxy {
+                Some(proxy) => {
+                    crate::proxy::state::Snapshot::build(proxy, &p.config.app)
+                        .map_err(DaemonError::from)?;
+                    p.config.app.len()
+                }
+                None => 0,
+            };
             for w in &p.warnings {
                 println!("warning: {w}");
             }
             println!(
-                "{}: config OK: interface {}, {} denylist prefixes ({} IPv4, {} IPv6), {} trusted, ports {:?}",
+                "{}: config OK: interface {}, {} denylist prefixes ({} IPv4, {} IPv6), {} trusted, ports {:?}, {} proxy apps (certificates loaded)",
                 config.display(),
                 p.config.xdp.interface,
                 p.denylist_entries,
@@ -248,6 +257,7 @@ fn execute(command: Command) -> Result<(), Failure> {
                 p.plan.deny_v6.len(),
                 p.plan.trusted_v4.len() + p.plan.trusted_v6.len(),
                 p.config.xdp.allowed_tcp_ports,
+                sites,
             );
         }
         Command::Stats {

@@ -59,6 +59,10 @@ impl DaemonError {
     pub fn exit_code(&self) -> u8 {
         match self {
             DaemonError::Config(_) | DaemonError::Denylist(_) => 64,
+            // Unreadable certificates or keys, or routes that cannot coexist: bad input too.
+            DaemonError::Proxy(
+                ProxyError::Tls(_) | ProxyError::TlsConfig(_) | ProxyError::Routes(_),
+            ) => 64,
             _ => 1,
         }
     }

@@ -383,6 +383,43 @@ fn invalid_config_is_refused_before_touching_the_kernel() {
             config.pin_path.display()
         );
     }
+
+    // A proxy app whose certificate file is not a certificate: `check` reads certificates as
+    // a start would, and both exit 64 naming the file before anything is attached.
+    let cert = dir.join("shop.pem");
+    let key = dir.join("shop.key");
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    std::fs::write(&key, "not a key\n").unwrap();
+    let mut config = Config::for_sandbox(&sb);
+    config.extra = format!(
+        "[proxy]\nhttp_listen = \"127.0.0.1:18080\"\nhttps_listen = \"127.0.0.1:18443\"\n\n[[app]]\nname = \"shop\"\ndomains = [\"shop.example\"]\nbackends = [\"127.0.0.1:9\"]\ntls = \"terminate\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let _guard3 = PinDirGuard {
+        path: config.pin_path.clone(),
+        ns: &sb.edge,
+    };
+    let bad_cert = dir.join("bad_cert.toml");
+    std::fs::write(&bad_cert, config.to_toml()).unwrap();
+    for command in ["check", "run"] {
+        let out = netguard_in(
+            &sb.edge,
+            &[command, "--config", &bad_cert.to_string_lossy()],
+        );
+        let stderr = cmd::lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command}: {}", show(&out));
+        assert!(
+            stderr.contains(&cert.to_string_lossy().into_owned()),
+            "{command}: the certificate file is not named: {}",
+            show(&out)
+        );
+        assert!(
+            !config.pin_path.exists(),
+            "`netguard {command}` with a bad certificate created {}",
+            config.pin_path.display()
+        );
+    }
 }
 
 /// Every list in `tests/data/denylists/`.
