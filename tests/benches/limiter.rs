@@ -7,16 +7,21 @@
 //! 1. TCP downloads (iperf3 `-R`, remote → container c1 through the host namespace) with each
 //!    limiter on the egress of the host side of c1's veth: spend the burst from a full bucket,
 //!    then one flow for 10 s, then 4 parallel flows for 10 s. Steady-state and first-second
-//!    rates, retransmits, CPU per GB.
+//!    rates, retransmits, CPU per GB. netguard and the nftables policer run twice more for
+//!    each flow count (alternating), and their retransmits are compared as medians of three:
+//!    a single run of either varies by tens of percent.
 //! 2. The tc program's cost: `BPF_PROG_TEST_RUN` of `netguard_limit_up` / `_down` on a
 //!    1,514-byte frame beside a pass-through tc program (10,000,000 runs, median of 3).
 //!
 //! The netguard daemon is `$NETGUARD_BIN`, else `target/release/netguard` (build it with
 //! `cargo build --release -p netguard`). Everything runs in four network namespaces this
-//! process creates and removes (also on failure). About 2–3 minutes.
+//! process creates and removes (also on failure). About 6 minutes.
 //!
 //! `NETGUARD_LIMITER_PARTS=traffic` or `=cost` runs one part only, for working on the bench:
-//! the section is printed but BENCHMARKS.md is left alone.
+//! the section is printed but BENCHMARKS.md is left alone. `NETGUARD_LIMITER_RUNS=netguard:1,
+//! nft:1,tbf:4,...` runs only those downloads (limiter `netguard`, `tbf`, `nft` or `nft-issue`,
+//! and flows), in that order, and prints one summary line each: for comparing variants of the
+//! limiter over many runs without the rest.
 
 #[path = "limiter/cost.rs"]
 mod cost;
@@ -46,6 +51,19 @@ const TOOLS: [(&str, &str); 5] = [
     ("nsenter", "util-linux"),
     ("nft", "nftables"),
     ("iperf3", "iperf3"),
+];
+
+/// After the first round of runs: two more of netguard and of the nftables policer for each
+/// flow count, in alternating order, so that each is run three times.
+const REPEATS: [(Kind, usize); 8] = [
+    (Kind::Nft, 1),
+    (Kind::Netguard, 1),
+    (Kind::Netguard, 4),
+    (Kind::Nft, 4),
+    (Kind::Netguard, 1),
+    (Kind::Nft, 1),
+    (Kind::Nft, 4),
+    (Kind::Netguard, 4),
 ];
 
 /// How long the machine is watched, idle, for the background CPU figure (before and after).
@@ -79,6 +97,9 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 fn run() -> Result<()> {
     let started = Instant::now();
+    if let Ok(list) = std::env::var("NETGUARD_LIMITER_RUNS") {
+        return selected_runs(&list);
+    }
     let parts = std::env::var("NETGUARD_LIMITER_PARTS").unwrap_or_default();
     let (do_traffic, do_cost) = match parts.as_str() {
         "" | "all" => (true, true),
@@ -166,6 +187,8 @@ fn preflight(need_daemon: bool) -> Result<PathBuf> {
 /// Part 1's results.
 pub struct TrafficResults {
     pub limiters: Vec<LimiterResult>,
+    /// Further runs of netguard and the nftables policer ([`REPEATS`]).
+    pub repeats: Vec<(Kind, Run)>,
     /// No limiter (the XDP filter only), 4 flows.
     pub baseline: Run,
     /// Busy CPU-seconds per second of the machine while the bench did nothing (before and
@@ -224,6 +247,19 @@ fn part_traffic(bin: &std::path::Path) -> Result<TrafficResults> {
         xdp += run.xdp_drops;
         runs[i].push(run);
     }
+    // The two policers again, alternating, so that their retransmits are compared as medians
+    // of three runs each: one run of either varies by tens of percent (see BENCHMARKS.md).
+    let mut repeats = Vec::new();
+    for (kind, flows) in REPEATS {
+        let spec = specs
+            .iter()
+            .find(|s| s.kind == kind)
+            .context("a spec per kind")?;
+        ran.push((spec.name.to_string(), flows));
+        let run = traffic::measure(&bed, bin, spec, flows)?;
+        xdp += run.xdp_drops;
+        repeats.push((kind, run));
+    }
     let mut limiters: Vec<LimiterResult> = specs
         .into_iter()
         .zip(runs)
@@ -257,6 +293,7 @@ fn part_traffic(bin: &std::path::Path) -> Result<TrafficResults> {
     println!("    {:.1} % of one CPU", after * 100.0);
     Ok(TrafficResults {
         limiters,
+        repeats,
         baseline,
         background: (before, after),
         iface,
@@ -265,6 +302,55 @@ fn part_traffic(bin: &std::path::Path) -> Result<TrafficResults> {
         congestion,
         order: ran,
     })
+}
+
+/// `NETGUARD_LIMITER_RUNS`: the listed downloads only, one summary line each.
+fn selected_runs(list: &str) -> Result<()> {
+    let mut wanted = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, flows) = item
+            .split_once(':')
+            .with_context(|| format!("NETGUARD_LIMITER_RUNS: {item:?} is not LIMITER:FLOWS"))?;
+        let kind = match name {
+            "netguard" => Kind::Netguard,
+            "tbf" => Kind::Tbf,
+            "nft" => Kind::Nft,
+            "nft-issue" => Kind::NftIssueUnits,
+            other => bail!("NETGUARD_LIMITER_RUNS: unknown limiter {other:?}"),
+        };
+        let flows: usize = flows
+            .parse()
+            .with_context(|| format!("NETGUARD_LIMITER_RUNS: flows in {item:?}"))?;
+        wanted.push((kind, flows));
+    }
+    let bin = preflight(true)?;
+    let sb = LimiterSandbox::new();
+    let dir = TempDir::new().context("temp dir")?;
+    let iface = sb.host_c1_if.clone();
+    let server = iperf::Server::start(&sb.remote, &dir.join("iperf3-server.log"))?;
+    let bed = Bed::new(&sb, &dir, server.pid());
+    let specs = traffic::specs(&iface);
+    let mut lines = Vec::new();
+    for (kind, flows) in wanted {
+        let spec = specs
+            .iter()
+            .find(|s| s.kind == kind)
+            .context("a spec per kind")?;
+        let run = traffic::measure(&bed, &bin, spec, flows)?;
+        lines.push(format!(
+            "{:<24} {flows} flow(s): steady {:+.2} % (2-10 s {:+.2} %), {} retransmits, {} drops",
+            spec.name,
+            (run.frames_steady_bps() / (traffic::RATE * 8.0) - 1.0) * 100.0,
+            (run.frames_late_bps() / (traffic::RATE * 8.0) - 1.0) * 100.0,
+            run.retransmits(),
+            run.drops
+        ));
+    }
+    println!("\nsummary:");
+    for l in lines {
+        println!("  {l}");
+    }
+    Ok(())
 }
 
 /// A Debian package's version, or "unknown".
