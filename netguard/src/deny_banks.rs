@@ -396,12 +396,27 @@ impl DenyBanks {
         let live = self
             .open(live_id, true)?
             .expect("open with create yields a bank");
-        let (now4, now6) = match known {
-            Some(k) => (k.v4.into_iter().collect(), k.v6.into_iter().collect()),
-            None => live.contents()?,
+        // The plan's lists are sorted and deduplicated (denylist::load), as is what was
+        // written last: a merge walk then diffs a million entries in milliseconds.
+        let (d4, d6) = match known {
+            Some(k)
+                if [&k.v4[..], v4].iter().all(|l| l.is_sorted_by(|a, b| a < b))
+                    && [&k.v6[..], v6].iter().all(|l| l.is_sorted_by(|a, b| a < b)) =>
+            {
+                (
+                    policy::diff_sorted(&k.v4, v4),
+                    policy::diff_sorted(&k.v6, v6),
+                )
+            }
+            Some(k) => (
+                policy::diff(&k.v4.into_iter().collect(), v4),
+                policy::diff(&k.v6.into_iter().collect(), v6),
+            ),
+            None => {
+                let (now4, now6) = live.contents()?;
+                (policy::diff(&now4, v4), policy::diff(&now6, v6))
+            }
         };
-        let d4 = policy::diff(&now4, v4);
-        let d6 = policy::diff(&now6, v6);
         let changes = d4.add.len() + d4.remove.len() + d6.add.len() + d6.remove.len();
         report.added += d4.add.len() + d6.add.len();
         report.removed += d4.remove.len() + d6.remove.len();
