@@ -23,6 +23,8 @@
 //! and flows), in that order, and prints one summary line each: for comparing variants of the
 //! limiter over many runs without the rest.
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "limiter/cost.rs"]
 mod cost;
 #[path = "limiter/iperf.rs"]
@@ -43,7 +45,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use netguard_tests::{Daemon, TempDir, daemon::READY_TIMEOUT, limiter_sandbox::LimiterSandbox};
 
-use crate::traffic::{Bed, Kind, LimiterResult, Run};
+use crate::{
+    bench::{median, step},
+    traffic::{Bed, Kind, LimiterResult, Run},
+};
 
 const TOOLS: [(&str, &str); 5] = [
     ("ip", "iproute2"),
@@ -70,29 +75,7 @@ const REPEATS: [(Kind, usize); 8] = [
 const BACKGROUND: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\nlimiter bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-pub fn step(msg: impl AsRef<str>) {
-    println!("--> {}", msg.as_ref());
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    bench::exit("limiter bench", run())
 }
 
 fn run() -> Result<()> {
@@ -143,20 +126,8 @@ fn run() -> Result<()> {
 
 /// Root, the tools, two CPUs, the embedded objects; returns the daemon binary.
 fn preflight(need_daemon: bool) -> Result<PathBuf> {
-    if !sys::is_root() {
-        bail!("the benchmark loads eBPF programs and builds network namespaces: run it as root");
-    }
-    for (tool, package) in TOOLS {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            bail!(
-                "`{tool}` not found: install the Debian package `{package}` (`cargo xtask bench` \
-                 provisions it)"
-            );
-        }
-    }
+    bench::require_root("the benchmark loads eBPF programs and builds network namespaces")?;
+    bench::require_tools(&TOOLS)?;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) <= cost::CPU {
         bail!("the bench pins its measuring thread to CPU {}", cost::CPU);
     }

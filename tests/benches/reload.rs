@@ -13,6 +13,8 @@
 //! is printed, not written. The daemon is `$NETGUARD_BIN`, else
 //! `target/release/netguard`.
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "common/procs.rs"]
 #[allow(
     dead_code,
@@ -52,7 +54,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use netguard_tests::{Daemon, NetNs, Sandbox, TempDir, daemon::Config};
 
-use crate::{servers::BACKEND, wrk::WrkResult};
+use crate::{
+    bench::{median, step},
+    servers::BACKEND,
+    wrk::WrkResult,
+};
 
 const TOOLS: [(&str, &str); 4] = [
     ("ip", "iproute2"),
@@ -85,29 +91,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(180);
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\nreload bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-pub fn step(msg: impl AsRef<str>) {
-    println!("--> {}", msg.as_ref());
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    bench::exit("reload bench", run())
 }
 
 /// One reload as the daemon logged it.
@@ -147,11 +131,8 @@ fn run() -> Result<()> {
         ),
         Err(_) => None,
     };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark builds network namespaces and attaches XDP: run it as root");
-    }
-    servers::require_tools(&TOOLS)?;
+    bench::require_root("the benchmark builds network namespaces and attaches XDP")?;
+    bench::require_tools(&TOOLS)?;
     let bin = servers::release_daemon()?;
     let lists = denylists()?;
     procs::raise_nofile();

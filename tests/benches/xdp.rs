@@ -15,6 +15,8 @@
 //! `NETGUARD_BENCH_PARTS=cost` or `=flood` runs one part only, for working on the bench: the
 //! report is printed but BENCHMARKS.md is left alone.
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "xdp/cost.rs"]
 mod cost;
 #[path = "xdp/flood.rs"]
@@ -34,6 +36,7 @@ use anyhow::{Context as _, Result, bail};
 use netguard_common::{golden, reason::Reason};
 
 use crate::{
+    bench::step,
     cost::{Netguard, Subject, XdpFilter},
     flood::{Generator, NftDrop, Topology, Window},
     sys::{XDP_DROP, XDP_PASS},
@@ -48,17 +51,7 @@ const TOOLS: [(&str, &str); 4] = [
 ];
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\nbench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn step(msg: impl AsRef<str>) {
-    println!("--> {}", msg.as_ref());
+    bench::exit("bench", run())
 }
 
 fn run() -> Result<()> {
@@ -132,20 +125,8 @@ fn run() -> Result<()> {
 }
 
 fn preflight() -> Result<()> {
-    if !sys::is_root() {
-        bail!("the benchmark loads eBPF programs and builds network namespaces: run it as root");
-    }
-    for (tool, package) in TOOLS {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            bail!(
-                "`{tool}` not found: install the Debian package `{package}` (`cargo xtask bench` \
-                 provisions it)"
-            );
-        }
-    }
+    bench::require_root("the benchmark loads eBPF programs and builds network namespaces")?;
+    bench::require_tools(&TOOLS)?;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         bail!("the flood needs two CPUs (generator and receiver)");
     }

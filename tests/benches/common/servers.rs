@@ -171,26 +171,6 @@ pub fn backend(ns: &NetNs, dir: &Path) -> Result<Server> {
     Ok(server)
 }
 
-/// The tools the benches run, each with its Debian package.
-pub fn require_tools(tools: &[(&str, &str)]) -> Result<()> {
-    for (tool, package) in tools {
-        let found = std::env::var_os("PATH")
-            .map(|p| {
-                std::env::split_paths(&p)
-                    .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-                    .any(|d| d.join(tool).is_file())
-            })
-            .unwrap_or(false);
-        if !found {
-            bail!(
-                "`{tool}` not found: install the Debian package `{package}` (`cargo xtask bench` \
-                 provisions it, with its service kept from starting)"
-            );
-        }
-    }
-    Ok(())
-}
-
 /// The daemon: `$NETGUARD_BIN`, else `$CARGO_TARGET_DIR/release/netguard`, else
 /// `target/release/netguard`.
 pub fn release_daemon() -> Result<PathBuf> {

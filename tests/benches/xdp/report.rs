@@ -3,8 +3,10 @@
 use std::{fmt::Write as _, time::Duration};
 
 use crate::{
-    FloodResults, command_output,
-    cost::{self, CostResults, median},
+    FloodResults,
+    bench::median,
+    command_output,
+    cost::{self, CostResults},
     flood,
 };
 
