@@ -81,6 +81,35 @@ impl Edge {
         curl(&args)
     }
 
+    /// `openssl s_client` to the TLS port, naming `servername` (plus `extra` arguments): it
+    /// completes the handshake, then sends nothing, its stdin held open until dropped.
+    fn silent_s_client(&self, servername: &str, extra: &[&str]) -> Killed {
+        let connect = format!("127.0.0.1:{}", self.https_port());
+        Killed(
+            Command::new("openssl")
+                .args(["s_client", "-connect", &connect, "-servername", servername])
+                .args(extra)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("s_client starts"),
+        )
+    }
+
+    /// The one idle connection opens, is still open `open_for` later, then closes (`closed`
+    /// says why it should).
+    fn assert_closed_when_idle(&self, open_for: Duration, closed: &str) {
+        assert!(self.wait_open_connections(1, T), "connected");
+        thread::sleep(open_for);
+        assert_eq!(
+            self.proxy.open_connections(),
+            1,
+            "still open while under the idle time"
+        );
+        assert!(self.wait_open_connections(0, T), "{closed}");
+    }
+
     fn wait_open_connections(&self, n: u32, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while self.proxy.open_connections() != n {
@@ -329,32 +358,9 @@ fn passthrough_connections_end_after_the_tunnel_idle_timeout() {
         &[],
     );
     // s_client completes the handshake, then sends nothing: its stdin stays open.
-    let client = Killed(
-        Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{}", t.edge.https_port()),
-                "-servername",
-                PASS,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s_client starts"),
-    );
-    assert!(t.edge.wait_open_connections(1, T), "connected");
-    thread::sleep(Duration::from_millis(700));
-    assert_eq!(
-        t.edge.proxy.open_connections(),
-        1,
-        "still open while under the idle time"
-    );
-    assert!(
-        t.edge.wait_open_connections(0, T),
-        "closed after the idle timeout"
-    );
+    let client = t.edge.silent_s_client(PASS, &[]);
+    t.edge
+        .assert_closed_when_idle(Duration::from_millis(700), "closed after the idle timeout");
     drop(client);
 }
 
@@ -758,33 +764,10 @@ fn h2_connections_without_a_request_are_closed() {
         vec![],
     );
     // A client that negotiates h2 and then sends nothing.
-    let client = Killed(
-        Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{}", t.edge.https_port()),
-                "-servername",
-                SHOP,
-                "-alpn",
-                "h2",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s_client starts"),
-    );
-    assert!(t.edge.wait_open_connections(1, T), "connected");
-    thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        t.edge.proxy.open_connections(),
-        1,
-        "open while under the idle time"
-    );
-    assert!(
-        t.edge.wait_open_connections(0, T),
-        "closed when no stream began within header_read_timeout_secs (+ client_write_timeout_secs)"
+    let client = t.edge.silent_s_client(SHOP, &["-alpn", "h2"]);
+    t.edge.assert_closed_when_idle(
+        Duration::from_millis(500),
+        "closed when no stream began within header_read_timeout_secs (+ client_write_timeout_secs)",
     );
     drop(client);
 }
