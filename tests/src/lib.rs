@@ -21,6 +21,7 @@ pub mod keepalive;
 pub mod limiter_sandbox;
 pub mod listeners;
 pub mod netns;
+pub mod polled_server;
 pub mod private_sandbox;
 pub mod probe;
 pub mod prom;
