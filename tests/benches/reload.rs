@@ -310,19 +310,9 @@ fn run() -> Result<()> {
 
 /// Every list in `tests/data/denylists/` (the daemon reads plain and gzip files).
 fn denylists() -> Result<Vec<PathBuf>> {
-    let dir = netguard_tests::workspace_root().join("tests/data/denylists");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name != "SOURCES.md" && name != "SHA256SUMS"
-        })
-        .collect();
-    files.sort();
+    let files = netguard_tests::denylists::real().context("reading the real denylists")?;
     if files.is_empty() {
-        bail!("no denylists in {}", dir.display());
+        bail!("no denylists in tests/data/denylists");
     }
     Ok(files)
 }

@@ -16,6 +16,7 @@ pub mod bulk;
 pub mod certs;
 pub mod cmd;
 pub mod daemon;
+pub mod denylists;
 pub mod http;
 pub mod keepalive;
 pub mod limiter_sandbox;

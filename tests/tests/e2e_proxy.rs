@@ -21,7 +21,7 @@ use netguard::{
 };
 use netguard_tests::{
     certs::certificate,
-    http::{Client, Response, curl, exchange},
+    http::{Client, Response, curl, curl_to_edge, exchange},
     recording::{RecordingBackend, Reply, pattern, request_complete},
 };
 
@@ -1240,24 +1240,6 @@ fn proxy_toml(backend: SocketAddr) -> String {
     )
 }
 
-fn curl_in(ns: &netguard_tests::NetNs, path: &str) -> Vec<Response> {
-    let url = format!("http://{}{path}", netguard_tests::sandbox::EDGE_ADDR);
-    let out = ns.output_timeout(
-        &[
-            "curl",
-            "-sS",
-            "-i",
-            "--max-time",
-            "10",
-            "-H",
-            &host(SHOP),
-            &url,
-        ],
-        Duration::from_secs(20),
-    );
-    netguard_tests::http::parse_responses(&out.stdout, true).0
-}
-
 #[test]
 fn daemon_serves_the_proxy_and_reloads_routes_on_sighup() {
     // The harness finds the binary (`NETGUARD_BIN`, `CARGO_TARGET_DIR`) and fails without it.
@@ -1275,7 +1257,7 @@ fn daemon_serves_the_proxy_and_reloads_routes_on_sighup() {
     config.extra = proxy_toml(first.addr());
     let mut daemon = netguard_tests::Daemon::start(&sb.edge, &config);
 
-    let r = curl_in(&sb.client, "/hello");
+    let r = curl_to_edge(&sb.client, SHOP, "/hello");
     assert_eq!(statuses(&r), [200], "daemon log:\n{}", daemon.log_tail(30));
     assert_eq!(r[0].body, b"first");
     let got = text(&first.wait_requests(1, T)[0]);
@@ -1296,7 +1278,7 @@ fn daemon_serves_the_proxy_and_reloads_routes_on_sighup() {
     daemon
         .wait_for_log("proxy routes reloaded", T)
         .expect("reload logged");
-    let r = curl_in(&sb.client, "/again");
+    let r = curl_to_edge(&sb.client, SHOP, "/again");
     assert_eq!(r[0].body, b"second");
     let r = {
         let url = format!("http://{}/", netguard_tests::sandbox::EDGE_ADDR);
