@@ -18,7 +18,6 @@ use std::{
 
 use netguard::{
     config::{AppConfig, ProxyConfig, Seconds, TlsMode},
-    proxy::{Proxy, log::RouterLog},
     units::Bytes,
 };
 use netguard_tests::{
@@ -29,38 +28,16 @@ use netguard_tests::{
     recording::{RecordingBackend, Reply},
 };
 
-/// Time limit of any single wait in these tests.
-const T: Duration = Duration::from_secs(5);
+mod proxy_edge;
+
+use proxy_edge::{Edge, T, app, assert_error_page, padding_args, refusing_addr, statuses};
 
 const SHOP: &str = "shop.example.com";
 const PASS: &str = "pass.example.com";
 
-struct Edge {
-    proxy: Proxy,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
 impl Edge {
-    fn start(config: ProxyConfig, apps: Vec<AppConfig>) -> Edge {
-        let (log, lines) = RouterLog::memory();
-        let proxy = Proxy::start_with_log(&config, &apps, log).expect("proxy starts");
-        Edge { proxy, log: lines }
-    }
-
     fn https_port(&self) -> u16 {
         self.proxy.https_addr().expect("https bound").port()
-    }
-
-    /// Router log lines so far (waiting briefly for `n` of them).
-    fn log_lines(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + T;
-        loop {
-            let lines = self.log.lock().expect("log").clone();
-            if lines.len() >= n || Instant::now() > deadline {
-                return lines;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
     }
 
     /// curl to `https://name:port/path` (name resolved to loopback), trusting `ca`.
@@ -131,18 +108,6 @@ fn config() -> ProxyConfig {
     }
 }
 
-fn app(name: &str, domains: &[&str], backends: &[SocketAddr]) -> AppConfig {
-    AppConfig {
-        name: name.into(),
-        domains: domains.iter().map(|d| d.to_string()).collect(),
-        backends: backends.to_vec(),
-        tls: None,
-        cert: None,
-        key: None,
-        force_https: false,
-    }
-}
-
 fn terminated(mut a: AppConfig, cert: &Path, key: &Path) -> AppConfig {
     a.tls = Some(TlsMode::Terminate);
     a.cert = Some(cert.to_path_buf());
@@ -153,31 +118,6 @@ fn terminated(mut a: AppConfig, cert: &Path, key: &Path) -> AppConfig {
 fn passthrough(mut a: AppConfig) -> AppConfig {
     a.tls = Some(TlsMode::Passthrough);
     a
-}
-
-/// An address nothing listens on: connects are refused.
-fn refusing_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    addr
-}
-
-fn statuses(rs: &[Response]) -> Vec<u16> {
-    rs.iter().map(|r| r.status).collect()
-}
-
-/// The request-id an error page names must be its X-Request-ID.
-fn assert_error_page(r: &Response, status: u16) {
-    assert_eq!(r.status, status, "{}", r.head);
-    let id = r
-        .header("x-request-id")
-        .expect("error pages carry X-Request-ID");
-    assert!(
-        r.body_text().contains(id),
-        "page names the request id: {}",
-        r.body_text()
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -577,26 +517,7 @@ fn h2_body_limit_413_announced_and_streamed() {
 /// bytes in HTTP/1.1 accounting (each line plus 2), with curl's own user-agent and accept
 /// removed.
 fn h2_section_args(section: usize) -> Vec<String> {
-    let mut args = vec![
-        "-H".into(),
-        "User-Agent:".into(),
-        "-H".into(),
-        "Accept:".into(),
-    ];
-    let mut left = section;
-    let mut i = 0;
-    while left > 0 {
-        let mut len = (left - 2).min(8000);
-        if left - (len + 2) > 0 && left - (len + 2) < 16 {
-            len -= 16;
-        }
-        let name = format!("x-pad-{i}: ");
-        args.push("-H".into());
-        args.push(format!("{name}{}", "p".repeat(len - name.len())));
-        left -= len + 2;
-        i += 1;
-    }
-    args
+    padding_args(section, "x-pad")
 }
 
 #[test]
