@@ -31,6 +31,8 @@ mod cost;
 mod iperf;
 #[path = "limiter/report.rs"]
 mod report;
+#[path = "common/section.rs"]
+mod section;
 #[path = "limiter/sys.rs"]
 mod sys;
 #[path = "limiter/traffic.rs"]
@@ -38,7 +40,7 @@ mod traffic;
 
 use std::{
     path::PathBuf,
-    process::{Command, ExitCode},
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -101,7 +103,7 @@ fn run() -> Result<()> {
             "tc program cost: {} programs × {} rounds × {} runs (BPF_PROG_TEST_RUN, CPU {})",
             cost::subjects().len(),
             cost::ROUNDS,
-            report::thousands(f64::from(cost::REPEAT)),
+            section::thousands(f64::from(cost::REPEAT)),
             cost::CPU
         ));
         Some(cost::measure()?)
@@ -115,7 +117,7 @@ fn run() -> Result<()> {
         return Ok(());
     }
     let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
-    report::write_section(&path, &section)?;
+    section::write(&path, report::SECTION, &section)?;
     println!(
         "limiter section written to {} ({:.0}s)",
         path.display(),
@@ -269,7 +271,7 @@ fn part_traffic(bin: &std::path::Path) -> Result<TrafficResults> {
         background: (before, after),
         iface,
         xdp_drops: xdp,
-        iperf3: version("iperf3"),
+        iperf3: section::package_version("iperf3"),
         congestion,
         order: ran,
     })
@@ -322,16 +324,4 @@ fn selected_runs(list: &str) -> Result<()> {
         println!("  {l}");
     }
     Ok(())
-}
-
-/// A Debian package's version, or "unknown".
-pub fn version(pkg: &str) -> String {
-    Command::new("dpkg-query")
-        .args(["-W", "-f", "${Version}", pkg])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -23,6 +23,12 @@ mod cost;
 mod flood;
 #[path = "xdp/report.rs"]
 mod report;
+#[path = "common/section.rs"]
+#[allow(
+    dead_code,
+    reason = "xdp writes the whole file; it shares the number formatting"
+)]
+mod section;
 #[path = "xdp/sys.rs"]
 mod sys;
 
@@ -81,7 +87,7 @@ fn run() -> Result<()> {
     for size in cost::DENY_SIZES {
         let label = format!(
             "netguard, {} prefix{}",
-            report::thousands(size as f64 + 1.0),
+            section::thousands(size as f64 + 1.0),
             if size == 0 { "" } else { "es" }
         );
         step(format!("loading {label}"));
@@ -191,7 +197,7 @@ fn part_cost(
             name: n.label.clone(),
             detail: format!(
                 "{} in NG_DENY_V4 (fixture config: 1 trusted /32, 1 tracked flow)",
-                report::thousands(n.deny_entries as f64)
+                section::thousands(n.deny_entries as f64)
             ),
             fd: n.fd()?,
             expect: [XDP_PASS, XDP_DROP, XDP_DROP],
@@ -204,7 +210,7 @@ fn part_cost(
         subjects.len(),
         frames.len(),
         cost::ROUNDS,
-        report::thousands(f64::from(cost::REPEAT))
+        section::thousands(f64::from(cost::REPEAT))
     ));
     let results = cost::measure(&subjects, &frames, cpu)?;
     drop(subjects);
@@ -259,7 +265,7 @@ fn part_flood(topo: &Topology, floor: &mut aya::Ebpf, ng: &mut [Netguard]) -> Re
             "netguard, 1M prefixes".to_string(),
             format!(
                 "native XDP, {} deny prefixes; port_closed counter",
-                report::thousands(ng[ng.len() - 1].deny_entries as f64)
+                section::thousands(ng[ng.len() - 1].deny_entries as f64)
             ),
         ),
         (
