@@ -1196,23 +1196,7 @@ fn daemon_serves_the_proxy_and_reloads_routes_on_sighup() {
         .expect("reload logged");
     let r = curl_to_edge(&sb.client, SHOP, "/again");
     assert_eq!(r[0].body, b"second");
-    let r = {
-        let url = format!("http://{}/", netguard_tests::sandbox::EDGE_ADDR);
-        let out = sb.client.output_timeout(
-            &[
-                "curl",
-                "-sS",
-                "-i",
-                "--max-time",
-                "10",
-                "-H",
-                "Host: nowhere.example",
-                &url,
-            ],
-            Duration::from_secs(20),
-        );
-        netguard_tests::http::parse_responses(&out.stdout, true).0
-    };
+    let r = curl_to_edge(&sb.client, "nowhere.example", "/");
     assert_error_page(&r[0], 404);
     drop(daemon);
 }
@@ -1274,10 +1258,9 @@ fn tls_edge(force_https: bool) -> TlsEdge {
 
 impl TlsEdge {
     fn port(&self) -> u16 {
-        self.edge.proxy.https_addr().expect("https bound").port()
+        self.edge.https_port()
     }
 
-    /// curl over TLS to `https://name:port/path`, trusting `ca`, with extra args.
     fn curl(
         &self,
         name: &str,
@@ -1285,14 +1268,7 @@ impl TlsEdge {
         path: &str,
         extra: &[&str],
     ) -> (Vec<Response>, Option<i32>, String) {
-        let port = self.port();
-        let resolve = format!("{name}:{port}:127.0.0.1");
-        let url = format!("https://{name}:{port}{path}");
-        let ca = ca.to_string_lossy().into_owned();
-        let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        curl(&args)
+        self.edge.curl_tls(name, ca, path, extra)
     }
 }
 

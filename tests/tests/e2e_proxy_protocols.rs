@@ -36,28 +36,6 @@ const SHOP: &str = "shop.example.com";
 const PASS: &str = "pass.example.com";
 
 impl Edge {
-    fn https_port(&self) -> u16 {
-        self.proxy.https_addr().expect("https bound").port()
-    }
-
-    /// curl to `https://name:port/path` (name resolved to loopback), trusting `ca`.
-    fn curl(
-        &self,
-        name: &str,
-        ca: &Path,
-        path: &str,
-        extra: &[&str],
-    ) -> (Vec<Response>, Option<i32>, String) {
-        let port = self.https_port();
-        let resolve = format!("{name}:{port}:127.0.0.1");
-        let url = format!("https://{name}:{port}{path}");
-        let ca = ca.to_string_lossy().into_owned();
-        let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        curl(&args)
-    }
-
     /// `openssl s_client` to the TLS port, naming `servername` (plus `extra` arguments): it
     /// completes the handshake, then sends nothing, its stdin held open until dropped.
     fn silent_s_client(&self, servername: &str, extra: &[&str]) -> Killed {
@@ -209,7 +187,7 @@ fn passthrough_forwards_tls_untouched_to_the_backend_sni_names() {
     let port = t.edge.https_port();
 
     // curl trusts only the backend's certificate and gets the backend's own page.
-    let (r, code, err) = t.edge.curl(PASS, &t.backend.cert, "/", &[]);
+    let (r, code, err) = t.edge.curl_tls(PASS, &t.backend.cert, "/", &[]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(statuses(&r), [200]);
     assert!(
@@ -219,7 +197,7 @@ fn passthrough_forwards_tls_untouched_to_the_backend_sni_names() {
     );
     // Twice more: the backend's certificate, on a new connection each time.
     for _ in 0..2 {
-        let (_, code, err) = t.edge.curl(PASS, &t.backend.cert, "/", &[]);
+        let (_, code, err) = t.edge.curl_tls(PASS, &t.backend.cert, "/", &[]);
         assert_eq!(code, Some(0), "{err}");
     }
 
@@ -237,7 +215,7 @@ fn passthrough_forwards_tls_untouched_to_the_backend_sni_names() {
     assert!(out.contains(&format!("subject=CN = {PASS}")), "{out}");
 
     // Terminated TLS still works beside it.
-    let (r, code, err) = t.edge.curl(SHOP, &t.shop_cert, "/", &[]);
+    let (r, code, err) = t.edge.curl_tls(SHOP, &t.shop_cert, "/", &[]);
     assert_eq!((code, statuses(&r)), (Some(0), vec![200]), "{err}");
     assert_eq!(r[0].body, b"shop");
 
@@ -259,7 +237,7 @@ fn passthrough_skips_a_dead_backend_and_redirects_plain_http() {
     let dead = refusing_addr();
     let t = pass_edge(config(), &[dead]);
     for _ in 0..3 {
-        let (r, code, err) = t.edge.curl(PASS, &t.backend.cert, "/", &[]);
+        let (r, code, err) = t.edge.curl_tls(PASS, &t.backend.cert, "/", &[]);
         assert_eq!((code, statuses(&r)), (Some(0), vec![200]), "{err}");
     }
     // Plain HTTP for a passthrough app: its backends speak TLS only, so 301 to https.
@@ -344,7 +322,7 @@ impl H2Edge {
     fn h2(&self, name: &str, path: &str, extra: &[&str]) -> (Vec<Response>, Option<i32>, String) {
         let mut args = vec!["--http2"];
         args.extend_from_slice(extra);
-        self.edge.curl(name, &self.shop_cert, path, &args)
+        self.edge.curl_tls(name, &self.shop_cert, path, &args)
     }
 }
 
@@ -413,7 +391,7 @@ fn h2_routes_forwards_and_logs_like_http1() {
     assert_error_page(&r[0], 404);
     // 503: blog has no backend.
     let blog_ca = t._dir.join("blog.pem");
-    let (r, _, err) = t.edge.curl(BLOG, &blog_ca, "/", &["--http2"]);
+    let (r, _, err) = t.edge.curl_tls(BLOG, &blog_ca, "/", &["--http2"]);
     assert!(is_h2(&r[0]), "{err}");
     assert_error_page(&r[0], 503);
 
@@ -440,10 +418,10 @@ fn h2_backend_failures_are_502_and_504() {
             terminated(app("slow", &["slow.example"], &[slow.addr()]), &cert, &key),
         ],
     );
-    let (r, _, err) = edge.curl("dead.example", &cert, "/", &["--http2"]);
+    let (r, _, err) = edge.curl_tls("dead.example", &cert, "/", &["--http2"]);
     assert!(is_h2(&r[0]), "{err}");
     assert_error_page(&r[0], 502);
-    let (r, _, _) = edge.curl("slow.example", &cert, "/", &["--http2"]);
+    let (r, _, _) = edge.curl_tls("slow.example", &cert, "/", &["--http2"]);
     assert_error_page(&r[0], 504);
 }
 

@@ -4,6 +4,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
+    path::Path,
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -13,7 +14,7 @@ use netguard::{
     config::{AppConfig, ProxyConfig},
     proxy::{Proxy, log::RouterLog},
 };
-use netguard_tests::http::Response;
+use netguard_tests::http::{Response, curl};
 
 /// Time limit of any single wait in these tests.
 pub const T: Duration = Duration::from_secs(5);
@@ -28,6 +29,28 @@ impl Edge {
         let (log, lines) = RouterLog::memory();
         let proxy = Proxy::start_with_log(&config, &apps, log).expect("proxy starts");
         Edge { proxy, log: lines }
+    }
+
+    pub fn https_port(&self) -> u16 {
+        self.proxy.https_addr().expect("https bound").port()
+    }
+
+    /// curl to `https://name:port/path` (name resolved to loopback), trusting `ca`.
+    pub fn curl_tls(
+        &self,
+        name: &str,
+        ca: &Path,
+        path: &str,
+        extra: &[&str],
+    ) -> (Vec<Response>, Option<i32>, String) {
+        let port = self.https_port();
+        let resolve = format!("{name}:{port}:127.0.0.1");
+        let url = format!("https://{name}:{port}{path}");
+        let ca = ca.to_string_lossy().into_owned();
+        let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
     }
 
     /// Router log lines so far (waiting briefly for `n` of them).
