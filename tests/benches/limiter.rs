@@ -138,21 +138,11 @@ fn preflight(need_daemon: bool) -> Result<PathBuf> {
             "the embedded eBPF objects are empty (built with AYA_BUILD_SKIP=1?): rebuild without it"
         );
     }
-    let bin = match std::env::var_os("NETGUARD_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| netguard_tests::workspace_root().join("target"))
-            .join("release")
-            .join("netguard"),
+    let bin = if need_daemon {
+        bench::release_daemon()?
+    } else {
+        bench::release_daemon_path()
     };
-    if need_daemon && !bin.is_file() {
-        bail!(
-            "netguard daemon not found at {}: run `cargo build --release -p netguard` (or set \
-             NETGUARD_BIN)",
-            bin.display()
-        );
-    }
     netguard_tests::daemon::ensure_bpffs();
     Ok(bin)
 }

@@ -103,7 +103,7 @@ fn run() -> Result<()> {
     }
     bench::require_root("the benchmark builds network namespaces and attaches XDP")?;
     bench::require_tools(&TOOLS)?;
-    let bin = servers::release_daemon()?;
+    let bin = bench::release_daemon()?;
     let nofile = procs::raise_nofile();
     if nofile < (idle::N as u64) + 1_000 {
         bail!(

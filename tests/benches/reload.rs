@@ -133,7 +133,7 @@ fn run() -> Result<()> {
     };
     bench::require_root("the benchmark builds network namespaces and attaches XDP")?;
     bench::require_tools(&TOOLS)?;
-    let bin = servers::release_daemon()?;
+    let bin = bench::release_daemon()?;
     let lists = denylists()?;
     procs::raise_nofile();
     netguard_tests::daemon::ensure_bpffs();

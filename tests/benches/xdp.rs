@@ -16,6 +16,7 @@
 //! report is printed but BENCHMARKS.md is left alone.
 
 #[path = "common/bench.rs"]
+#[allow(dead_code, reason = "the xdp bench runs no daemon")]
 mod bench;
 #[path = "xdp/cost.rs"]
 mod cost;

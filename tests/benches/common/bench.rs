@@ -60,3 +60,29 @@ pub fn require_tools(tools: &[(&str, &str)]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The release daemon: `$NETGUARD_BIN`, else `$CARGO_TARGET_DIR/release/netguard`, else
+/// `target/release/netguard`; whether it exists is [`release_daemon`]'s question.
+pub fn release_daemon_path() -> PathBuf {
+    match std::env::var_os("NETGUARD_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| netguard_tests::workspace_root().join("target"))
+            .join("release")
+            .join("netguard"),
+    }
+}
+
+/// [`release_daemon_path`], which must exist.
+pub fn release_daemon() -> Result<PathBuf> {
+    let bin = release_daemon_path();
+    if !bin.is_file() {
+        bail!(
+            "netguard daemon not found at {}: run `cargo build --release -p netguard` (or set \
+             NETGUARD_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

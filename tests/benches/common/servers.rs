@@ -170,24 +170,3 @@ pub fn backend(ns: &NetNs, dir: &Path) -> Result<Server> {
     check_serves(ns, BACKEND, "backend", "the backend")?;
     Ok(server)
 }
-
-/// The daemon: `$NETGUARD_BIN`, else `$CARGO_TARGET_DIR/release/netguard`, else
-/// `target/release/netguard`.
-pub fn release_daemon() -> Result<PathBuf> {
-    let bin = match std::env::var_os("NETGUARD_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| netguard_tests::workspace_root().join("target"))
-            .join("release")
-            .join("netguard"),
-    };
-    if !bin.is_file() {
-        bail!(
-            "netguard daemon not found at {}: run `cargo build --release -p netguard` (or set \
-             NETGUARD_BIN)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
