@@ -110,20 +110,9 @@ fn run() -> Result<()> {
     } else {
         None
     };
-    let section = report::render(traffic.as_ref(), cost.as_ref(), started.elapsed());
-    println!("\n{section}");
-    if !(do_traffic && do_cost) {
-        println!("NETGUARD_LIMITER_PARTS={parts}: BENCHMARKS.md not written");
-        return Ok(());
-    }
-    let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
-    section::write(&path, report::SECTION, &section)?;
-    println!(
-        "limiter section written to {} ({:.0}s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let text = report::render(traffic.as_ref(), cost.as_ref(), started.elapsed());
+    let not_written = (!(do_traffic && do_cost)).then(|| format!("NETGUARD_LIMITER_PARTS={parts}"));
+    section::publish(report::SECTION, &text, not_written, started)
 }
 
 /// Root, the tools, two CPUs, the embedded objects; returns the daemon binary.

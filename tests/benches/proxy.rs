@@ -224,20 +224,14 @@ fn run() -> Result<()> {
         rounds,
         elapsed: started.elapsed(),
     };
-    let text = report::render(&results);
-    println!("\n{text}");
-    if secs != DEFAULT_SECS || rounds != DEFAULT_ROUNDS {
-        println!("NETGUARD_PROXY_SECS/ROUNDS set: BENCHMARKS.md not written");
-        return Ok(());
-    }
-    let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
-    section::write(&path, report::SECTION, &text)?;
-    println!(
-        "proxy section written to {} ({:.0} s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let not_written = (secs != DEFAULT_SECS || rounds != DEFAULT_ROUNDS)
+        .then(|| "NETGUARD_PROXY_SECS/ROUNDS set".to_string());
+    section::publish(
+        report::SECTION,
+        &report::render(&results),
+        not_written,
+        started,
+    )
 }
 
 /// Room for wrk's and the proxies' connections: the namespace's own sysctls, the same for

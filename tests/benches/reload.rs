@@ -292,20 +292,13 @@ fn run() -> Result<()> {
         secs,
         elapsed: started.elapsed(),
     };
-    let text = report::render(&results);
-    println!("\n{text}");
-    if fixed_secs.is_some() {
-        println!("NETGUARD_RELOAD_SECS set: BENCHMARKS.md not written");
-        return Ok(());
-    }
-    let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
-    section::write(&path, report::SECTION, &text)?;
-    println!(
-        "reload section written to {} ({:.0} s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let not_written = fixed_secs.map(|_| "NETGUARD_RELOAD_SECS set".to_string());
+    section::publish(
+        report::SECTION,
+        &report::render(&results),
+        not_written,
+        started,
+    )
 }
 
 /// Every list in `tests/data/denylists/` (the daemon reads plain and gzip files).
