@@ -23,12 +23,16 @@
 //! and flows), in that order, and prints one summary line each: for comparing variants of the
 //! limiter over many runs without the rest.
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "limiter/cost.rs"]
 mod cost;
 #[path = "limiter/iperf.rs"]
 mod iperf;
 #[path = "limiter/report.rs"]
 mod report;
+#[path = "common/section.rs"]
+mod section;
 #[path = "limiter/sys.rs"]
 mod sys;
 #[path = "limiter/traffic.rs"]
@@ -36,14 +40,17 @@ mod traffic;
 
 use std::{
     path::PathBuf,
-    process::{Command, ExitCode},
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use netguard_tests::{Daemon, TempDir, daemon::READY_TIMEOUT, limiter_sandbox::LimiterSandbox};
 
-use crate::traffic::{Bed, Kind, LimiterResult, Run};
+use crate::{
+    bench::{median, step},
+    traffic::{Bed, Kind, LimiterResult, Run},
+};
 
 const TOOLS: [(&str, &str); 5] = [
     ("ip", "iproute2"),
@@ -70,29 +77,7 @@ const REPEATS: [(Kind, usize); 8] = [
 const BACKGROUND: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\nlimiter bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-pub fn step(msg: impl AsRef<str>) {
-    println!("--> {}", msg.as_ref());
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    bench::exit("limiter bench", run())
 }
 
 fn run() -> Result<()> {
@@ -118,45 +103,22 @@ fn run() -> Result<()> {
             "tc program cost: {} programs × {} rounds × {} runs (BPF_PROG_TEST_RUN, CPU {})",
             cost::subjects().len(),
             cost::ROUNDS,
-            report::thousands(f64::from(cost::REPEAT)),
+            section::thousands(f64::from(cost::REPEAT)),
             cost::CPU
         ));
         Some(cost::measure()?)
     } else {
         None
     };
-    let section = report::render(traffic.as_ref(), cost.as_ref(), started.elapsed());
-    println!("\n{section}");
-    if !(do_traffic && do_cost) {
-        println!("NETGUARD_LIMITER_PARTS={parts}: BENCHMARKS.md not written");
-        return Ok(());
-    }
-    let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
-    report::write_section(&path, &section)?;
-    println!(
-        "limiter section written to {} ({:.0}s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let text = report::render(traffic.as_ref(), cost.as_ref(), started.elapsed());
+    let not_written = (!(do_traffic && do_cost)).then(|| format!("NETGUARD_LIMITER_PARTS={parts}"));
+    section::publish(report::SECTION, &text, not_written, started)
 }
 
 /// Root, the tools, two CPUs, the embedded objects; returns the daemon binary.
 fn preflight(need_daemon: bool) -> Result<PathBuf> {
-    if !sys::is_root() {
-        bail!("the benchmark loads eBPF programs and builds network namespaces: run it as root");
-    }
-    for (tool, package) in TOOLS {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            bail!(
-                "`{tool}` not found: install the Debian package `{package}` (`cargo xtask bench` \
-                 provisions it)"
-            );
-        }
-    }
+    bench::require_root("the benchmark loads eBPF programs and builds network namespaces")?;
+    bench::require_tools(&TOOLS)?;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) <= cost::CPU {
         bail!("the bench pins its measuring thread to CPU {}", cost::CPU);
     }
@@ -165,21 +127,11 @@ fn preflight(need_daemon: bool) -> Result<PathBuf> {
             "the embedded eBPF objects are empty (built with AYA_BUILD_SKIP=1?): rebuild without it"
         );
     }
-    let bin = match std::env::var_os("NETGUARD_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| netguard_tests::workspace_root().join("target"))
-            .join("release")
-            .join("netguard"),
+    let bin = if need_daemon {
+        bench::release_daemon()?
+    } else {
+        bench::release_daemon_path()
     };
-    if need_daemon && !bin.is_file() {
-        bail!(
-            "netguard daemon not found at {}: run `cargo build --release -p netguard` (or set \
-             NETGUARD_BIN)",
-            bin.display()
-        );
-    }
     netguard_tests::daemon::ensure_bpffs();
     Ok(bin)
 }
@@ -298,7 +250,7 @@ fn part_traffic(bin: &std::path::Path) -> Result<TrafficResults> {
         background: (before, after),
         iface,
         xdp_drops: xdp,
-        iperf3: version("iperf3"),
+        iperf3: section::package_version("iperf3"),
         congestion,
         order: ran,
     })
@@ -351,16 +303,4 @@ fn selected_runs(list: &str) -> Result<()> {
         println!("  {l}");
     }
     Ok(())
-}
-
-/// A Debian package's version, or "unknown".
-pub fn version(pkg: &str) -> String {
-    Command::new("dpkg-query")
-        .args(["-W", "-f", "${Version}", pkg])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -17,6 +17,8 @@
 //! alternates between rounds); with other than the defaults the section is printed but
 //! BENCHMARKS.md is left alone.
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "proxy/idle.rs"]
 mod idle;
 #[path = "common/procs.rs"]
@@ -41,6 +43,7 @@ use anyhow::{Context as _, Result, bail};
 use netguard_tests::{NetNs, Sandbox, TempDir};
 
 use crate::{
+    bench::{median, step},
     subjects::{HOST, Kind},
     wrk::WrkResult,
 };
@@ -60,29 +63,7 @@ const DEFAULT_ROUNDS: usize = 2;
 const WARMUP_SECS: u64 = 2;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\nproxy bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-pub fn step(msg: impl AsRef<str>) {
-    println!("--> {}", msg.as_ref());
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    bench::exit("proxy bench", run())
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
@@ -120,12 +101,9 @@ fn run() -> Result<()> {
     if secs == 0 || rounds == 0 {
         bail!("NETGUARD_PROXY_SECS and NETGUARD_PROXY_ROUNDS must be at least 1");
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark builds network namespaces and attaches XDP: run it as root");
-    }
-    servers::require_tools(&TOOLS)?;
-    let bin = servers::release_daemon()?;
+    bench::require_root("the benchmark builds network namespaces and attaches XDP")?;
+    bench::require_tools(&TOOLS)?;
+    let bin = bench::release_daemon()?;
     let nofile = procs::raise_nofile();
     if nofile < (idle::N as u64) + 1_000 {
         bail!(
@@ -246,20 +224,14 @@ fn run() -> Result<()> {
         rounds,
         elapsed: started.elapsed(),
     };
-    let text = report::render(&results);
-    println!("\n{text}");
-    if secs != DEFAULT_SECS || rounds != DEFAULT_ROUNDS {
-        println!("NETGUARD_PROXY_SECS/ROUNDS set: BENCHMARKS.md not written");
-        return Ok(());
-    }
-    let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
-    section::write(&path, report::SECTION, &text)?;
-    println!(
-        "proxy section written to {} ({:.0} s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let not_written = (secs != DEFAULT_SECS || rounds != DEFAULT_ROUNDS)
+        .then(|| "NETGUARD_PROXY_SECS/ROUNDS set".to_string());
+    section::publish(
+        report::SECTION,
+        &report::render(&results),
+        not_written,
+        started,
+    )
 }
 
 /// Room for wrk's and the proxies' connections: the namespace's own sysctls, the same for

@@ -13,6 +13,8 @@
 //! is printed, not written. The daemon is `$NETGUARD_BIN`, else
 //! `target/release/netguard`.
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "common/procs.rs"]
 #[allow(
     dead_code,
@@ -52,7 +54,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use netguard_tests::{Daemon, NetNs, Sandbox, TempDir, daemon::Config};
 
-use crate::{servers::BACKEND, wrk::WrkResult};
+use crate::{
+    bench::{median, step},
+    servers::BACKEND,
+    wrk::WrkResult,
+};
 
 const TOOLS: [(&str, &str); 4] = [
     ("ip", "iproute2"),
@@ -85,29 +91,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(180);
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\nreload bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-pub fn step(msg: impl AsRef<str>) {
-    println!("--> {}", msg.as_ref());
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    bench::exit("reload bench", run())
 }
 
 /// One reload as the daemon logged it.
@@ -147,12 +131,9 @@ fn run() -> Result<()> {
         ),
         Err(_) => None,
     };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark builds network namespaces and attaches XDP: run it as root");
-    }
-    servers::require_tools(&TOOLS)?;
-    let bin = servers::release_daemon()?;
+    bench::require_root("the benchmark builds network namespaces and attaches XDP")?;
+    bench::require_tools(&TOOLS)?;
+    let bin = bench::release_daemon()?;
     let lists = denylists()?;
     procs::raise_nofile();
     netguard_tests::daemon::ensure_bpffs();
@@ -311,37 +292,20 @@ fn run() -> Result<()> {
         secs,
         elapsed: started.elapsed(),
     };
-    let text = report::render(&results);
-    println!("\n{text}");
-    if fixed_secs.is_some() {
-        println!("NETGUARD_RELOAD_SECS set: BENCHMARKS.md not written");
-        return Ok(());
-    }
-    let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
-    section::write(&path, report::SECTION, &text)?;
-    println!(
-        "reload section written to {} ({:.0} s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let not_written = fixed_secs.map(|_| "NETGUARD_RELOAD_SECS set".to_string());
+    section::publish(
+        report::SECTION,
+        &report::render(&results),
+        not_written,
+        started,
+    )
 }
 
 /// Every list in `tests/data/denylists/` (the daemon reads plain and gzip files).
 fn denylists() -> Result<Vec<PathBuf>> {
-    let dir = netguard_tests::workspace_root().join("tests/data/denylists");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name != "SOURCES.md" && name != "SHA256SUMS"
-        })
-        .collect();
-    files.sort();
+    let files = netguard_tests::denylists::real().context("reading the real denylists")?;
     if files.is_empty() {
-        bail!("no denylists in {}", dir.display());
+        bail!("no denylists in tests/data/denylists");
     }
     Ok(files)
 }

@@ -15,12 +15,21 @@
 //! `NETGUARD_BENCH_PARTS=cost` or `=flood` runs one part only, for working on the bench: the
 //! report is printed but BENCHMARKS.md is left alone.
 
+#[path = "common/bench.rs"]
+#[allow(dead_code, reason = "the xdp bench runs no daemon")]
+mod bench;
 #[path = "xdp/cost.rs"]
 mod cost;
 #[path = "xdp/flood.rs"]
 mod flood;
 #[path = "xdp/report.rs"]
 mod report;
+#[path = "common/section.rs"]
+#[allow(
+    dead_code,
+    reason = "xdp writes the whole file; it shares the number formatting"
+)]
+mod section;
 #[path = "xdp/sys.rs"]
 mod sys;
 
@@ -34,6 +43,7 @@ use anyhow::{Context as _, Result, bail};
 use netguard_common::{golden, reason::Reason};
 
 use crate::{
+    bench::step,
     cost::{Netguard, Subject, XdpFilter},
     flood::{Generator, NftDrop, Topology, Window},
     sys::{XDP_DROP, XDP_PASS},
@@ -48,17 +58,7 @@ const TOOLS: [(&str, &str); 4] = [
 ];
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\nbench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn step(msg: impl AsRef<str>) {
-    println!("--> {}", msg.as_ref());
+    bench::exit("bench", run())
 }
 
 fn run() -> Result<()> {
@@ -88,7 +88,7 @@ fn run() -> Result<()> {
     for size in cost::DENY_SIZES {
         let label = format!(
             "netguard, {} prefix{}",
-            report::thousands(size as f64 + 1.0),
+            section::thousands(size as f64 + 1.0),
             if size == 0 { "" } else { "es" }
         );
         step(format!("loading {label}"));
@@ -132,20 +132,8 @@ fn run() -> Result<()> {
 }
 
 fn preflight() -> Result<()> {
-    if !sys::is_root() {
-        bail!("the benchmark loads eBPF programs and builds network namespaces: run it as root");
-    }
-    for (tool, package) in TOOLS {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            bail!(
-                "`{tool}` not found: install the Debian package `{package}` (`cargo xtask bench` \
-                 provisions it)"
-            );
-        }
-    }
+    bench::require_root("the benchmark loads eBPF programs and builds network namespaces")?;
+    bench::require_tools(&TOOLS)?;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         bail!("the flood needs two CPUs (generator and receiver)");
     }
@@ -210,7 +198,7 @@ fn part_cost(
             name: n.label.clone(),
             detail: format!(
                 "{} in NG_DENY_V4 (fixture config: 1 trusted /32, 1 tracked flow)",
-                report::thousands(n.deny_entries as f64)
+                section::thousands(n.deny_entries as f64)
             ),
             fd: n.fd()?,
             expect: [XDP_PASS, XDP_DROP, XDP_DROP],
@@ -223,7 +211,7 @@ fn part_cost(
         subjects.len(),
         frames.len(),
         cost::ROUNDS,
-        report::thousands(f64::from(cost::REPEAT))
+        section::thousands(f64::from(cost::REPEAT))
     ));
     let results = cost::measure(&subjects, &frames, cpu)?;
     drop(subjects);
@@ -278,7 +266,7 @@ fn part_flood(topo: &Topology, floor: &mut aya::Ebpf, ng: &mut [Netguard]) -> Re
             "netguard, 1M prefixes".to_string(),
             format!(
                 "native XDP, {} deny prefixes; port_closed counter",
-                report::thousands(ng[ng.len() - 1].deny_entries as f64)
+                section::thousands(ng[ng.len() - 1].deny_entries as f64)
             ),
         ),
         (

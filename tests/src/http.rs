@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    cmd,
+    NetNs, cmd,
     recording::{chunked_len, dechunk, find},
 };
 
@@ -221,6 +221,26 @@ pub fn curl(args: &[&str]) -> (Vec<Response>, Option<i32>, String) {
     let out = cmd::run(&mut c, Duration::from_secs(30)).unwrap_or_else(|e| panic!("curl: {e}"));
     let (responses, _) = parse_responses(&out.stdout, true);
     (responses, out.status.code(), cmd::lossy(&out.stderr))
+}
+
+/// curl from inside `ns` to the sandbox's edge address, `http://EDGE_ADDR<path>` with
+/// `Host: host` (`-sS -i --max-time 10`, 20 s limit): the responses it printed.
+pub fn curl_to_edge(ns: &NetNs, host: &str, path: &str) -> Vec<Response> {
+    let url = format!("http://{}{path}", crate::sandbox::EDGE_ADDR);
+    let out = ns.output_timeout(
+        &[
+            "curl",
+            "-sS",
+            "-i",
+            "--max-time",
+            "10",
+            "-H",
+            &format!("Host: {host}"),
+            &url,
+        ],
+        Duration::from_secs(20),
+    );
+    parse_responses(&out.stdout, true).0
 }
 
 #[cfg(test)]

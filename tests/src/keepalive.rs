@@ -16,11 +16,11 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    thread::{self, JoinHandle},
+    thread,
     time::{Duration, Instant},
 };
 
-use crate::{netns::NetNs, recording::request_complete};
+use crate::{netns::NetNs, polled_server::PolledServer, recording::request_complete};
 
 /// How long a `/slow…` request waits for its answer.
 pub const SLOW: Duration = Duration::from_secs(2);
@@ -41,11 +41,9 @@ type Requests = Arc<Mutex<Vec<Vec<Vec<u8>>>>>;
 
 #[derive(Debug)]
 pub struct KeepAliveBackend {
-    addr: SocketAddr,
     /// Per accepted connection, the requests it carried (complete or not).
     requests: Requests,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: PolledServer,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,45 +65,24 @@ impl KeepAliveBackend {
     }
 
     fn with_listener(listener: TcpListener, policy: IdlePolicy) -> KeepAliveBackend {
-        let addr = listener.local_addr().expect("bound address");
         let requests: Requests = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let thread = {
-            let (requests, stop) = (requests.clone(), stop.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let conn = match listener.accept() {
-                        Ok((conn, _)) => conn,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            thread::sleep(Duration::from_millis(2));
-                            continue;
-                        }
-                        Err(_) => continue,
-                    };
-                    let _ = conn.set_nonblocking(false);
-                    let index = {
-                        let mut r = lock(&requests);
-                        r.push(Vec::new());
-                        r.len() - 1
-                    };
-                    let (requests, stop) = (requests.clone(), stop.clone());
-                    thread::spawn(move || serve(conn, index, &requests, policy, &stop));
-                }
+        let server = {
+            let requests = requests.clone();
+            PolledServer::start(listener, Duration::from_millis(2), move |conn, stop| {
+                let index = {
+                    let mut r = lock(&requests);
+                    r.push(Vec::new());
+                    r.len() - 1
+                };
+                let requests = requests.clone();
+                thread::spawn(move || serve(conn, index, &requests, policy, &stop));
             })
         };
-        KeepAliveBackend {
-            addr,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
+        KeepAliveBackend { requests, server }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Connections accepted so far.
@@ -116,15 +93,6 @@ impl KeepAliveBackend {
     /// Per connection, the requests it carried.
     pub fn requests(&self) -> Vec<Vec<Vec<u8>>> {
         lock(&self.requests).clone()
-    }
-}
-
-impl Drop for KeepAliveBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -16,11 +16,11 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    thread::{self, JoinHandle},
+    thread,
     time::{Duration, Instant},
 };
 
-use crate::netns::NetNs;
+use crate::{netns::NetNs, polled_server::PolledServer};
 
 /// What the backend does once a request is complete.
 #[derive(Clone, Debug)]
@@ -54,10 +54,8 @@ struct State {
 /// A recording backend on `addr` (see the module docs).
 #[derive(Debug)]
 pub struct RecordingBackend {
-    addr: SocketAddr,
     state: Arc<State>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: PolledServer,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -84,48 +82,24 @@ impl RecordingBackend {
     }
 
     fn with_listener(listener: TcpListener, reply: Reply) -> RecordingBackend {
-        let addr = listener.local_addr().expect("bound address");
         let state = Arc::new(State {
             connections: Mutex::new(Vec::new()),
             reply: Mutex::new(reply),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (state, stop) = (state.clone(), stop.clone());
-            // Polled, not blocking: a backend inside a namespace cannot be woken by a connect
-            // from the dropping thread, which may be in another one.
-            listener
-                .set_nonblocking(true)
-                .expect("non-blocking listener");
-            thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let conn = match listener.accept() {
-                        Ok((conn, _)) => conn,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                        Err(_) => continue,
-                    };
-                    let _ = conn.set_nonblocking(false);
-                    let record = Arc::new(Mutex::new(Vec::new()));
-                    lock(&state.connections).push(record.clone());
-                    let reply = lock(&state.reply).clone();
-                    let stop = stop.clone();
-                    thread::spawn(move || serve(conn, &record, &reply, &stop));
-                }
+        let server = {
+            let state = state.clone();
+            PolledServer::start(listener, Duration::from_millis(5), move |conn, stop| {
+                let record = Arc::new(Mutex::new(Vec::new()));
+                lock(&state.connections).push(record.clone());
+                let reply = lock(&state.reply).clone();
+                thread::spawn(move || serve(conn, &record, &reply, &stop));
             })
         };
-        RecordingBackend {
-            addr,
-            state,
-            stop,
-            thread: Some(thread),
-        }
+        RecordingBackend { state, server }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Replies to connections accepted from now on.
@@ -163,15 +137,6 @@ impl RecordingBackend {
     /// Forgets what was received so far.
     pub fn clear(&self) {
         lock(&self.state.connections).clear();
-    }
-}
-
-impl Drop for RecordingBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

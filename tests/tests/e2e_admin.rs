@@ -24,7 +24,7 @@ use std::{
 
 use netguard_tests::{
     Config, Daemon, NetNs, ProbeResult, Sandbox, TempDir, cmd,
-    http::{Response, parse_responses},
+    http::{curl_to_edge, parse_responses},
     probe::{BackgroundProbes, PROBE_TIMEOUT, tcp_connect},
     prom::Scrape,
     recording::{RecordingBackend, Reply},
@@ -74,25 +74,6 @@ fn scrape(ns: &NetNs) -> Scrape {
     let (status, body) = admin_get(ns, "/metrics");
     assert_eq!(status, 200, "/metrics answered {status}: {body}");
     Scrape::parse(&body).unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{body}"))
-}
-
-/// curl from the client namespace to the proxy with `Host: host`.
-fn curl(ns: &NetNs, host: &str, path: &str) -> Vec<Response> {
-    let url = format!("http://{EDGE_ADDR}{path}");
-    let out = ns.output_timeout(
-        &[
-            "curl",
-            "-sS",
-            "-i",
-            "--max-time",
-            "10",
-            "-H",
-            &format!("Host: {host}"),
-            &url,
-        ],
-        Duration::from_secs(20),
-    );
-    parse_responses(&out.stdout, true).0
 }
 
 fn show(out: &Output) -> String {
@@ -179,10 +160,13 @@ fn metrics_move_with_packets_requests_and_reloads() {
     }
     // Requests: three to shop, one to an unknown host.
     for _ in 0..3 {
-        let r = curl(&sb.client, SHOP, "/");
+        let r = curl_to_edge(&sb.client, SHOP, "/");
         assert_eq!(r.first().map(|r| r.status), Some(200), "{r:?}");
     }
-    assert_eq!(curl(&sb.client, "nowhere.example", "/")[0].status, 404);
+    assert_eq!(
+        curl_to_edge(&sb.client, "nowhere.example", "/")[0].status,
+        404
+    );
     // Two reloads: one asked for over the admin endpoint, one by SIGHUP (same path, same
     // counters).
     let out = reload(&daemon);
@@ -353,7 +337,7 @@ fn reload_command_applies_a_good_config_and_rejects_a_bad_one() {
     let mut config = Config::for_sandbox(&sb);
     config.extra = proxy_toml(&[first.addr()], "");
     let mut daemon = Daemon::start(&sb.edge, &config);
-    assert_eq!(curl(&sb.client, SHOP, "/")[0].body, b"first");
+    assert_eq!(curl_to_edge(&sb.client, SHOP, "/")[0].body, b"first");
 
     config.extra = proxy_toml(&[second.addr()], "");
     std::fs::write(daemon.config_path(), config.to_toml()).expect("rewrite config");
@@ -365,7 +349,7 @@ fn reload_command_applies_a_good_config_and_rejects_a_bad_one() {
         show(&out)
     );
     // Synchronous: the new routes are in force when the command returns.
-    assert_eq!(curl(&sb.client, SHOP, "/")[0].body, b"second");
+    assert_eq!(curl_to_edge(&sb.client, SHOP, "/")[0].body, b"second");
 
     // Two problems at once: both are reported, with the file and the keys.
     let mut bad = config.clone();
@@ -399,7 +383,7 @@ fn reload_command_applies_a_good_config_and_rejects_a_bad_one() {
     );
 
     // The running config stayed: the same backend answers, the filter still drops.
-    assert_eq!(curl(&sb.client, SHOP, "/")[0].body, b"second");
+    assert_eq!(curl_to_edge(&sb.client, SHOP, "/")[0].body, b"second");
     assert_eq!(
         tcp_connect(&sb.client, None, edge(22), PROBE_TIMEOUT),
         ProbeResult::TimedOut
@@ -442,7 +426,7 @@ fn routes_show_apps_domains_and_ejected_backends() {
     );
     let daemon = Daemon::start(&sb.edge, &config);
     for _ in 0..2 {
-        assert_eq!(curl(&sb.client, SHOP, "/")[0].status, 200);
+        assert_eq!(curl_to_edge(&sb.client, SHOP, "/")[0].status, 200);
     }
     let config_arg = daemon.config_path().to_string_lossy().into_owned();
     let out = daemon.cli(&["routes", "--json", "--config", &config_arg]);
@@ -662,7 +646,7 @@ fn ten_reloads_under_traffic_fail_no_request_and_leak_no_probe() {
         ),
     );
     let mut daemon = Daemon::start(&sb.edge, &a);
-    assert_eq!(curl(&sb.client, SHOP, "/")[0].body, b"stable");
+    assert_eq!(curl_to_edge(&sb.client, SHOP, "/")[0].body, b"stable");
 
     let requests = RequestLoop::start(&sb.client);
     let probes = BackgroundProbes::start(
@@ -682,7 +666,7 @@ fn ten_reloads_under_traffic_fail_no_request_and_leak_no_probe() {
         let out = reload(&daemon);
         durations.push(started.elapsed());
         assert!(out.status.success(), "reload {i}: {}", show(&out));
-        let extra = curl(&sb.client, EXTRA, "/");
+        let extra = curl_to_edge(&sb.client, EXTRA, "/");
         let want = if i % 2 == 0 { 200 } else { 404 };
         assert_eq!(
             extra.first().map(|r| r.status),

@@ -424,18 +424,7 @@ fn invalid_config_is_refused_before_touching_the_kernel() {
 
 /// Every list in `tests/data/denylists/`.
 fn real_denylists() -> Vec<PathBuf> {
-    let dir = netguard_tests::workspace_root().join("tests/data/denylists");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name != "SOURCES.md" && name != "SHA256SUMS"
-        })
-        .collect();
-    files.sort();
-    files
+    netguard_tests::denylists::real().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// (3) The 13 real lists (1,006,102 entries, 888,411 distinct): the daemon gets ready, logs its

@@ -8,58 +8,34 @@
 //! `cargo build -p netguard` first) and fails without them.
 
 use std::{
-    net::{SocketAddr, TcpListener},
-    sync::{Arc, Mutex},
+    net::SocketAddr,
     thread,
     time::{Duration, Instant},
 };
 
 use netguard::{
     config::{AppConfig, ProxyConfig, Seconds},
-    proxy::{Proxy, log::RouterLog},
     units::Bytes,
 };
 use netguard_tests::{
     certs::certificate,
-    http::{Client, Response, curl, exchange},
+    http::{Client, Response, curl, curl_to_edge, exchange},
     recording::{RecordingBackend, Reply, pattern, request_complete},
 };
 
-/// Time limit of any single wait in these tests.
-const T: Duration = Duration::from_secs(5);
+mod proxy_edge;
+
+use proxy_edge::{Edge, T, app, assert_error_page, padding_args, refusing_addr, statuses};
 
 const SHOP: &str = "shop.example.com";
 
-struct Edge {
-    proxy: Proxy,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
 impl Edge {
-    fn start(config: ProxyConfig, apps: Vec<AppConfig>) -> Edge {
-        let (log, lines) = RouterLog::memory();
-        let proxy = Proxy::start_with_log(&config, &apps, log).expect("proxy starts");
-        Edge { proxy, log: lines }
-    }
-
     fn addr(&self) -> SocketAddr {
         self.proxy.http_addr()
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
-    }
-
-    /// Router log lines so far (waiting briefly for `n` of them).
-    fn log_lines(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + T;
-        loop {
-            let lines = self.log.lock().expect("log").clone();
-            if lines.len() >= n || Instant::now() > deadline {
-                return lines;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
     }
 
     fn client(&self) -> Client {
@@ -75,18 +51,6 @@ fn config() -> ProxyConfig {
     }
 }
 
-fn app(name: &str, domains: &[&str], backends: &[SocketAddr]) -> AppConfig {
-    AppConfig {
-        name: name.into(),
-        domains: domains.iter().map(|d| d.to_string()).collect(),
-        backends: backends.to_vec(),
-        tls: None,
-        cert: None,
-        key: None,
-        force_https: false,
-    }
-}
-
 /// One backend for shop.example.com answering 200 "ok".
 fn shop() -> (RecordingBackend, Edge) {
     shop_with(config())
@@ -98,41 +62,12 @@ fn shop_with(config: ProxyConfig) -> (RecordingBackend, Edge) {
     (backend, edge)
 }
 
-/// An address nothing listens on: connects are refused.
-fn refusing_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    addr
-}
-
 fn host(h: &str) -> String {
     format!("Host: {h}")
 }
 
-fn statuses(rs: &[Response]) -> Vec<u16> {
-    rs.iter().map(|r| r.status).collect()
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The request-id an error page names must be its X-Request-ID.
-fn assert_error_page(r: &Response, status: u16) {
-    assert_eq!(r.status, status, "{}", r.head);
-    let id = r
-        .header("x-request-id")
-        .expect("error pages carry X-Request-ID");
-    assert!(
-        r.body_text().contains(id),
-        "page names the request id: {}",
-        r.body_text()
-    );
-    assert!(
-        r.header("content-type")
-            .is_some_and(|c| c.starts_with("text/html"))
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,26 +682,7 @@ fn body_limit_413_with_curl() {
 /// `-H` arguments whose field lines (with CRLFs), plus `Host: shop.example.com\r\n`, make a
 /// header section of exactly `section` bytes. curl's own User-Agent and Accept are removed.
 fn section_args(section: usize) -> Vec<String> {
-    let mut args = vec![
-        "-H".into(),
-        "User-Agent:".into(),
-        "-H".into(),
-        "Accept:".into(),
-    ];
-    let mut left = section - (host(SHOP).len() + 2);
-    let mut i = 0;
-    while left > 0 {
-        let mut len = (left - 2).min(8000);
-        if left - (len + 2) > 0 && left - (len + 2) < 16 {
-            len -= 16;
-        }
-        let name = format!("X-Pad-{i}: ");
-        args.push("-H".into());
-        args.push(format!("{name}{}", "p".repeat(len - name.len())));
-        left -= len + 2;
-        i += 1;
-    }
-    args
+    padding_args(section - (host(SHOP).len() + 2), "X-Pad")
 }
 
 #[test]
@@ -1240,24 +1156,6 @@ fn proxy_toml(backend: SocketAddr) -> String {
     )
 }
 
-fn curl_in(ns: &netguard_tests::NetNs, path: &str) -> Vec<Response> {
-    let url = format!("http://{}{path}", netguard_tests::sandbox::EDGE_ADDR);
-    let out = ns.output_timeout(
-        &[
-            "curl",
-            "-sS",
-            "-i",
-            "--max-time",
-            "10",
-            "-H",
-            &host(SHOP),
-            &url,
-        ],
-        Duration::from_secs(20),
-    );
-    netguard_tests::http::parse_responses(&out.stdout, true).0
-}
-
 #[test]
 fn daemon_serves_the_proxy_and_reloads_routes_on_sighup() {
     // The harness finds the binary (`NETGUARD_BIN`, `CARGO_TARGET_DIR`) and fails without it.
@@ -1275,7 +1173,7 @@ fn daemon_serves_the_proxy_and_reloads_routes_on_sighup() {
     config.extra = proxy_toml(first.addr());
     let mut daemon = netguard_tests::Daemon::start(&sb.edge, &config);
 
-    let r = curl_in(&sb.client, "/hello");
+    let r = curl_to_edge(&sb.client, SHOP, "/hello");
     assert_eq!(statuses(&r), [200], "daemon log:\n{}", daemon.log_tail(30));
     assert_eq!(r[0].body, b"first");
     let got = text(&first.wait_requests(1, T)[0]);
@@ -1296,25 +1194,9 @@ fn daemon_serves_the_proxy_and_reloads_routes_on_sighup() {
     daemon
         .wait_for_log("proxy routes reloaded", T)
         .expect("reload logged");
-    let r = curl_in(&sb.client, "/again");
+    let r = curl_to_edge(&sb.client, SHOP, "/again");
     assert_eq!(r[0].body, b"second");
-    let r = {
-        let url = format!("http://{}/", netguard_tests::sandbox::EDGE_ADDR);
-        let out = sb.client.output_timeout(
-            &[
-                "curl",
-                "-sS",
-                "-i",
-                "--max-time",
-                "10",
-                "-H",
-                "Host: nowhere.example",
-                &url,
-            ],
-            Duration::from_secs(20),
-        );
-        netguard_tests::http::parse_responses(&out.stdout, true).0
-    };
+    let r = curl_to_edge(&sb.client, "nowhere.example", "/");
     assert_error_page(&r[0], 404);
     drop(daemon);
 }
@@ -1376,10 +1258,9 @@ fn tls_edge(force_https: bool) -> TlsEdge {
 
 impl TlsEdge {
     fn port(&self) -> u16 {
-        self.edge.proxy.https_addr().expect("https bound").port()
+        self.edge.https_port()
     }
 
-    /// curl over TLS to `https://name:port/path`, trusting `ca`, with extra args.
     fn curl(
         &self,
         name: &str,
@@ -1387,14 +1268,7 @@ impl TlsEdge {
         path: &str,
         extra: &[&str],
     ) -> (Vec<Response>, Option<i32>, String) {
-        let port = self.port();
-        let resolve = format!("{name}:{port}:127.0.0.1");
-        let url = format!("https://{name}:{port}{path}");
-        let ca = ca.to_string_lossy().into_owned();
-        let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        curl(&args)
+        self.edge.curl_tls(name, ca, path, extra)
     }
 }
 

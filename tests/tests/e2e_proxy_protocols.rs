@@ -18,7 +18,6 @@ use std::{
 
 use netguard::{
     config::{AppConfig, ProxyConfig, Seconds, TlsMode},
-    proxy::{Proxy, log::RouterLog},
     units::Bytes,
 };
 use netguard_tests::{
@@ -29,56 +28,41 @@ use netguard_tests::{
     recording::{RecordingBackend, Reply},
 };
 
-/// Time limit of any single wait in these tests.
-const T: Duration = Duration::from_secs(5);
+mod proxy_edge;
+
+use proxy_edge::{Edge, T, app, assert_error_page, padding_args, refusing_addr, statuses};
 
 const SHOP: &str = "shop.example.com";
 const PASS: &str = "pass.example.com";
 
-struct Edge {
-    proxy: Proxy,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
 impl Edge {
-    fn start(config: ProxyConfig, apps: Vec<AppConfig>) -> Edge {
-        let (log, lines) = RouterLog::memory();
-        let proxy = Proxy::start_with_log(&config, &apps, log).expect("proxy starts");
-        Edge { proxy, log: lines }
+    /// `openssl s_client` to the TLS port, naming `servername` (plus `extra` arguments): it
+    /// completes the handshake, then sends nothing, its stdin held open until dropped.
+    fn silent_s_client(&self, servername: &str, extra: &[&str]) -> Killed {
+        let connect = format!("127.0.0.1:{}", self.https_port());
+        Killed(
+            Command::new("openssl")
+                .args(["s_client", "-connect", &connect, "-servername", servername])
+                .args(extra)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("s_client starts"),
+        )
     }
 
-    fn https_port(&self) -> u16 {
-        self.proxy.https_addr().expect("https bound").port()
-    }
-
-    /// Router log lines so far (waiting briefly for `n` of them).
-    fn log_lines(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + T;
-        loop {
-            let lines = self.log.lock().expect("log").clone();
-            if lines.len() >= n || Instant::now() > deadline {
-                return lines;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// curl to `https://name:port/path` (name resolved to loopback), trusting `ca`.
-    fn curl(
-        &self,
-        name: &str,
-        ca: &Path,
-        path: &str,
-        extra: &[&str],
-    ) -> (Vec<Response>, Option<i32>, String) {
-        let port = self.https_port();
-        let resolve = format!("{name}:{port}:127.0.0.1");
-        let url = format!("https://{name}:{port}{path}");
-        let ca = ca.to_string_lossy().into_owned();
-        let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        curl(&args)
+    /// The one idle connection opens, is still open `open_for` later, then closes (`closed`
+    /// says why it should).
+    fn assert_closed_when_idle(&self, open_for: Duration, closed: &str) {
+        assert!(self.wait_open_connections(1, T), "connected");
+        thread::sleep(open_for);
+        assert_eq!(
+            self.proxy.open_connections(),
+            1,
+            "still open while under the idle time"
+        );
+        assert!(self.wait_open_connections(0, T), "{closed}");
     }
 
     fn wait_open_connections(&self, n: u32, within: Duration) -> bool {
@@ -102,18 +86,6 @@ fn config() -> ProxyConfig {
     }
 }
 
-fn app(name: &str, domains: &[&str], backends: &[SocketAddr]) -> AppConfig {
-    AppConfig {
-        name: name.into(),
-        domains: domains.iter().map(|d| d.to_string()).collect(),
-        backends: backends.to_vec(),
-        tls: None,
-        cert: None,
-        key: None,
-        force_https: false,
-    }
-}
-
 fn terminated(mut a: AppConfig, cert: &Path, key: &Path) -> AppConfig {
     a.tls = Some(TlsMode::Terminate);
     a.cert = Some(cert.to_path_buf());
@@ -124,31 +96,6 @@ fn terminated(mut a: AppConfig, cert: &Path, key: &Path) -> AppConfig {
 fn passthrough(mut a: AppConfig) -> AppConfig {
     a.tls = Some(TlsMode::Passthrough);
     a
-}
-
-/// An address nothing listens on: connects are refused.
-fn refusing_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    addr
-}
-
-fn statuses(rs: &[Response]) -> Vec<u16> {
-    rs.iter().map(|r| r.status).collect()
-}
-
-/// The request-id an error page names must be its X-Request-ID.
-fn assert_error_page(r: &Response, status: u16) {
-    assert_eq!(r.status, status, "{}", r.head);
-    let id = r
-        .header("x-request-id")
-        .expect("error pages carry X-Request-ID");
-    assert!(
-        r.body_text().contains(id),
-        "page names the request id: {}",
-        r.body_text()
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,7 +187,7 @@ fn passthrough_forwards_tls_untouched_to_the_backend_sni_names() {
     let port = t.edge.https_port();
 
     // curl trusts only the backend's certificate and gets the backend's own page.
-    let (r, code, err) = t.edge.curl(PASS, &t.backend.cert, "/", &[]);
+    let (r, code, err) = t.edge.curl_tls(PASS, &t.backend.cert, "/", &[]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(statuses(&r), [200]);
     assert!(
@@ -250,7 +197,7 @@ fn passthrough_forwards_tls_untouched_to_the_backend_sni_names() {
     );
     // Twice more: the backend's certificate, on a new connection each time.
     for _ in 0..2 {
-        let (_, code, err) = t.edge.curl(PASS, &t.backend.cert, "/", &[]);
+        let (_, code, err) = t.edge.curl_tls(PASS, &t.backend.cert, "/", &[]);
         assert_eq!(code, Some(0), "{err}");
     }
 
@@ -268,7 +215,7 @@ fn passthrough_forwards_tls_untouched_to_the_backend_sni_names() {
     assert!(out.contains(&format!("subject=CN = {PASS}")), "{out}");
 
     // Terminated TLS still works beside it.
-    let (r, code, err) = t.edge.curl(SHOP, &t.shop_cert, "/", &[]);
+    let (r, code, err) = t.edge.curl_tls(SHOP, &t.shop_cert, "/", &[]);
     assert_eq!((code, statuses(&r)), (Some(0), vec![200]), "{err}");
     assert_eq!(r[0].body, b"shop");
 
@@ -290,7 +237,7 @@ fn passthrough_skips_a_dead_backend_and_redirects_plain_http() {
     let dead = refusing_addr();
     let t = pass_edge(config(), &[dead]);
     for _ in 0..3 {
-        let (r, code, err) = t.edge.curl(PASS, &t.backend.cert, "/", &[]);
+        let (r, code, err) = t.edge.curl_tls(PASS, &t.backend.cert, "/", &[]);
         assert_eq!((code, statuses(&r)), (Some(0), vec![200]), "{err}");
     }
     // Plain HTTP for a passthrough app: its backends speak TLS only, so 301 to https.
@@ -329,32 +276,9 @@ fn passthrough_connections_end_after_the_tunnel_idle_timeout() {
         &[],
     );
     // s_client completes the handshake, then sends nothing: its stdin stays open.
-    let client = Killed(
-        Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{}", t.edge.https_port()),
-                "-servername",
-                PASS,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s_client starts"),
-    );
-    assert!(t.edge.wait_open_connections(1, T), "connected");
-    thread::sleep(Duration::from_millis(700));
-    assert_eq!(
-        t.edge.proxy.open_connections(),
-        1,
-        "still open while under the idle time"
-    );
-    assert!(
-        t.edge.wait_open_connections(0, T),
-        "closed after the idle timeout"
-    );
+    let client = t.edge.silent_s_client(PASS, &[]);
+    t.edge
+        .assert_closed_when_idle(Duration::from_millis(700), "closed after the idle timeout");
     drop(client);
 }
 
@@ -398,7 +322,7 @@ impl H2Edge {
     fn h2(&self, name: &str, path: &str, extra: &[&str]) -> (Vec<Response>, Option<i32>, String) {
         let mut args = vec!["--http2"];
         args.extend_from_slice(extra);
-        self.edge.curl(name, &self.shop_cert, path, &args)
+        self.edge.curl_tls(name, &self.shop_cert, path, &args)
     }
 }
 
@@ -467,7 +391,7 @@ fn h2_routes_forwards_and_logs_like_http1() {
     assert_error_page(&r[0], 404);
     // 503: blog has no backend.
     let blog_ca = t._dir.join("blog.pem");
-    let (r, _, err) = t.edge.curl(BLOG, &blog_ca, "/", &["--http2"]);
+    let (r, _, err) = t.edge.curl_tls(BLOG, &blog_ca, "/", &["--http2"]);
     assert!(is_h2(&r[0]), "{err}");
     assert_error_page(&r[0], 503);
 
@@ -494,10 +418,10 @@ fn h2_backend_failures_are_502_and_504() {
             terminated(app("slow", &["slow.example"], &[slow.addr()]), &cert, &key),
         ],
     );
-    let (r, _, err) = edge.curl("dead.example", &cert, "/", &["--http2"]);
+    let (r, _, err) = edge.curl_tls("dead.example", &cert, "/", &["--http2"]);
     assert!(is_h2(&r[0]), "{err}");
     assert_error_page(&r[0], 502);
-    let (r, _, _) = edge.curl("slow.example", &cert, "/", &["--http2"]);
+    let (r, _, _) = edge.curl_tls("slow.example", &cert, "/", &["--http2"]);
     assert_error_page(&r[0], 504);
 }
 
@@ -571,26 +495,7 @@ fn h2_body_limit_413_announced_and_streamed() {
 /// bytes in HTTP/1.1 accounting (each line plus 2), with curl's own user-agent and accept
 /// removed.
 fn h2_section_args(section: usize) -> Vec<String> {
-    let mut args = vec![
-        "-H".into(),
-        "User-Agent:".into(),
-        "-H".into(),
-        "Accept:".into(),
-    ];
-    let mut left = section;
-    let mut i = 0;
-    while left > 0 {
-        let mut len = (left - 2).min(8000);
-        if left - (len + 2) > 0 && left - (len + 2) < 16 {
-            len -= 16;
-        }
-        let name = format!("x-pad-{i}: ");
-        args.push("-H".into());
-        args.push(format!("{name}{}", "p".repeat(len - name.len())));
-        left -= len + 2;
-        i += 1;
-    }
-    args
+    padding_args(section, "x-pad")
 }
 
 #[test]
@@ -758,33 +663,10 @@ fn h2_connections_without_a_request_are_closed() {
         vec![],
     );
     // A client that negotiates h2 and then sends nothing.
-    let client = Killed(
-        Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{}", t.edge.https_port()),
-                "-servername",
-                SHOP,
-                "-alpn",
-                "h2",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s_client starts"),
-    );
-    assert!(t.edge.wait_open_connections(1, T), "connected");
-    thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        t.edge.proxy.open_connections(),
-        1,
-        "open while under the idle time"
-    );
-    assert!(
-        t.edge.wait_open_connections(0, T),
-        "closed when no stream began within header_read_timeout_secs (+ client_write_timeout_secs)"
+    let client = t.edge.silent_s_client(SHOP, &["-alpn", "h2"]);
+    t.edge.assert_closed_when_idle(
+        Duration::from_millis(500),
+        "closed when no stream began within header_read_timeout_secs (+ client_write_timeout_secs)",
     );
     drop(client);
 }

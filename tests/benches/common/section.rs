@@ -1,7 +1,7 @@
 //! One bench's section of BENCHMARKS.md, between `<!-- NAME:begin -->` and `<!-- NAME:end -->`:
 //! replaced in place on the next run, appended when absent, every other section left alone.
 
-use std::path::Path;
+use std::{path::Path, time::Instant};
 
 use anyhow::{Context as _, Result};
 
@@ -31,6 +31,29 @@ pub fn write(path: &Path, name: &str, section: &str) -> Result<()> {
         _ => format!("{}\n\n{section}\n", old.trim_end()),
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Prints section `name` (`text`, markers included) and writes it into the workspace's
+/// BENCHMARKS.md, unless `not_written` says why this run's figures are not for the record.
+pub fn publish(
+    name: &str,
+    text: &str,
+    not_written: Option<String>,
+    started: Instant,
+) -> Result<()> {
+    println!("\n{text}");
+    if let Some(why) = not_written {
+        println!("{why}: BENCHMARKS.md not written");
+        return Ok(());
+    }
+    let path = netguard_tests::workspace_root().join("BENCHMARKS.md");
+    write(&path, name, text)?;
+    println!(
+        "{name} section written to {} ({:.0} s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `1234567.0` → `1,234,567`.

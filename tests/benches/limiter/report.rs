@@ -1,35 +1,19 @@
 //! The limiter's section of BENCHMARKS.md: targets, tables, raw numbers, how to read them.
 
-use std::{fmt::Write as _, path::Path, time::Duration};
-
-use anyhow::{Context as _, Result};
+use std::{fmt::Write as _, time::Duration};
 
 use crate::{
     TrafficResults,
     cost::{self, CostResults},
+    section::{self, date, thousands},
     traffic::{self, Kind, LimiterResult, Run},
 };
 
-pub const BEGIN: &str = "<!-- limiter:begin -->";
-pub const END: &str = "<!-- limiter:end -->";
+pub const SECTION: &str = "limiter";
 
 /// The rate every target is measured against, bits per second.
 const TARGET_BPS: f64 = traffic::RATE * 8.0;
 const TOLERANCE: f64 = 0.02;
-
-/// `1234567.0` → `1,234,567`.
-pub fn thousands(v: f64) -> String {
-    let s = format!("{v:.0}");
-    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{sign}{out}")
-}
 
 fn yes(met: Option<bool>) -> &'static str {
     match met {
@@ -45,25 +29,6 @@ fn pct(bps: f64) -> f64 {
 
 fn mbps(bps: f64) -> String {
     format!("{:.1}", bps / 1e6)
-}
-
-/// Replaces the section between [`BEGIN`] and [`END`] in `path` (markers included) with
-/// `section`, or appends it; creates the file if it does not exist.
-pub fn write_section(path: &Path, section: &str) -> Result<()> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let section = section.trim_end();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(a), Some(b)) if b > a => {
-            format!("{}{section}{}", &old[..a], &old[b + END.len()..])
-        }
-        _ if old.trim().is_empty() => format!("{section}\n"),
-        _ => format!("{}\n\n{section}\n", old.trim_end()),
-    };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
 
 struct Target {
@@ -86,7 +51,7 @@ pub fn render(
     elapsed: Duration,
 ) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "{BEGIN}\n");
+    let _ = writeln!(o, "{}\n", section::begin(SECTION));
     let _ = writeln!(o, "## Bandwidth limiter\n");
     let _ = writeln!(
         o,
@@ -138,17 +103,8 @@ pub fn render(
         render_cost(&mut o, c);
     }
     let _ = writeln!(o, "{}\n", HOW_TO_READ.trim());
-    let _ = writeln!(o, "{END}");
+    let _ = writeln!(o, "{}", section::end(SECTION));
     o
-}
-
-fn date() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 fn traffic_targets(t: &TrafficResults, targets: &mut Vec<Target>) {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use netguard_tests::{Daemon, NetNs, Sandbox, cmd, daemon::Config};
+use netguard_tests::{Daemon, NetNs, Sandbox, certs, cmd, daemon::Config};
 
 use crate::servers::{self, BACKEND, Server};
 
@@ -68,35 +68,8 @@ pub struct Certs {
 }
 
 pub fn certs(dir: &Path) -> Result<Certs> {
-    let cert = dir.join("apps.pem");
-    let key = dir.join("apps.key");
-    let sans: Vec<String> = APPS.iter().map(|n| format!("DNS:{n}")).collect();
-    let out = cmd::run(
-        std::process::Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={}", APPS[0]),
-            "-addext",
-            &format!("subjectAltName={}", sans.join(",")),
-            "-keyout",
-            &key.to_string_lossy(),
-            "-out",
-            &cert.to_string_lossy(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .context("running openssl")?;
-    if !out.status.success() {
-        bail!("openssl req failed: {}", cmd::lossy(&out.stderr));
-    }
+    let (cert, key) =
+        certs::try_certificate(dir, "apps", &APPS).context("making the apps' certificate")?;
     let combined = dir.join("apps-combined.pem");
     let mut pem = std::fs::read(&cert)?;
     pem.extend(std::fs::read(&key)?);

@@ -27,7 +27,10 @@ use netguard_common::{
 };
 use netguard_tests::{NetNs, cmd};
 
-use crate::sys::{self, XDP_DROP, XDP_PASS};
+use crate::{
+    bench::median,
+    sys::{self, XDP_DROP, XDP_PASS},
+};
 
 /// Runs per `BPF_PROG_TEST_RUN` call, and calls per (program, frame); the median is reported.
 pub const REPEAT: u32 = 10_000_000;
@@ -397,18 +400,6 @@ impl CostResults {
             .iter()
             .position(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no subject {name}"))
-    }
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

@@ -3,9 +3,12 @@
 use std::{fmt::Write as _, time::Duration};
 
 use crate::{
-    FloodResults, command_output,
-    cost::{self, CostResults, median},
+    FloodResults,
+    bench::median,
+    command_output,
+    cost::{self, CostResults},
     flood,
+    section::thousands,
 };
 
 pub struct Machine {
@@ -62,20 +65,6 @@ impl Machine {
             self.date, self.kernel, self.cpu, self.cores, self.xdp_tools, self.nft
         )
     }
-}
-
-/// `1234567.0` → `1,234,567`.
-pub fn thousands(v: f64) -> String {
-    let s = format!("{:.0}", v);
-    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{sign}{out}")
 }
 
 fn yes(met: bool) -> &'static str {

@@ -292,8 +292,3 @@ pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
-
-pub fn is_root() -> bool {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
