@@ -16,13 +16,17 @@
 //!
 //! - the input buffer holds one head at most: [`head_capacity`] =
 //!   `max_header_line_bytes + max_header_section_bytes + 4` = 40,964 bytes (at least
-//!   [`MIN_BUFFER`]); request bodies are read through it;
+//!   [`MIN_BUFFER`]); request bodies are read through it, [`MIN_BUFFER`] at a time. It starts
+//!   at [`FIRST_READ`] (1 KiB) and doubles only when a head needs more, and is freed whenever it
+//!   is empty: an idle keep-alive connection holds that first 1 KiB read and its small task
+//!   state (the state of a request in progress is boxed and freed with it), nothing more;
 //! - while a request body is forwarded: one output buffer of [`MIN_BUFFER`] (16 KiB) plus
 //!   chunk framing;
 //! - the backend response head: at most [`MAX_RESPONSE_HEAD`](super::response::MAX_RESPONSE_HEAD)
 //!   (64 KiB) plus one 16 KiB read;
-//! - while a response body is relayed: a 16 KiB read buffer and a 16 KiB (+ framing) output
-//!   buffer.
+//! - while a response body is relayed: a 16 KiB read buffer (only when the body did not
+//!   arrive with the head; then the head is written with the body's first bytes, in one
+//!   write) and a 16 KiB (+ framing) output buffer.
 //!
 //! That is under 170 KiB per connection, plus the kernel's socket buffers and, for TLS,
 //! rustls's record buffers (its default limit of 64 KiB of pending plaintext).
@@ -59,19 +63,29 @@ pub const MIN_BUFFER: usize = 16 * 1024;
 /// client reads our answer rather than a reset.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// The input buffer: unread client bytes live in `data[start..end]`.
+/// First allocation of the input buffer, on a fresh or idle connection: most request heads fit
+/// (nginx's `client_header_buffer_size` default is the same); it doubles as needed up to the
+/// head limit.
+const FIRST_READ: usize = 1024;
+
+/// The input buffer: unread client bytes live in `data[start..end]`. It grows on demand up to
+/// `limit` and is released whenever it holds nothing, so an idle keep-alive connection keeps
+/// only one small read's worth of memory.
 struct InBuf {
     data: Vec<u8>,
     start: usize,
     end: usize,
+    /// The most it may hold (one head at most, see [`head_capacity`]).
+    limit: usize,
 }
 
 impl InBuf {
-    fn new(capacity: usize) -> Self {
+    fn new(limit: usize) -> Self {
         InBuf {
-            data: vec![0; capacity],
+            data: Vec::new(),
             start: 0,
             end: 0,
+            limit,
         }
     }
 
@@ -84,7 +98,7 @@ impl InBuf {
     }
 
     fn is_full(&self) -> bool {
-        self.end - self.start == self.data.len()
+        self.end - self.start >= self.limit
     }
 
     fn consume(&mut self, n: usize) {
@@ -95,18 +109,36 @@ impl InBuf {
         }
     }
 
-    fn ensure_capacity(&mut self, capacity: usize) {
-        if self.data.len() < capacity {
-            self.data.resize(capacity, 0);
+    fn set_limit(&mut self, limit: usize) {
+        self.limit = self.limit.max(limit);
+    }
+
+    /// Frees the memory while nothing is buffered (between requests).
+    fn release(&mut self) {
+        if self.is_empty() && !self.data.is_empty() {
+            self.data = Vec::new();
         }
     }
 
-    /// Reads once into the free space (moving unread bytes to the front first).
+    /// At least `want` bytes (within the limit) of room for the next read.
+    fn reserve(&mut self, want: usize) {
+        let want = want.min(self.limit);
+        if self.data.len() < want {
+            self.data.resize(want, 0);
+        }
+    }
+
+    /// Reads once into the free space (moving unread bytes to the front, or growing, first).
     async fn fill<S: AsyncRead + Unpin>(&mut self, io: &mut S) -> io::Result<usize> {
-        if self.end == self.data.len() && self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.data.len() * 2).max(FIRST_READ).min(self.limit);
+                self.reserve(grown);
+            }
         }
         let n = io.read(&mut self.data[self.end..]).await?;
         self.end += n;
@@ -129,7 +161,8 @@ struct Tally {
     status: u16,
     bytes_in: u64,
     bytes_out: u64,
-    app: Option<String>,
+    /// Index of the app in the snapshot the request was routed with.
+    app: Option<usize>,
     backend: Option<SocketAddr>,
 }
 
@@ -210,8 +243,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             let snap = self.shared.snapshot();
             let s = &snap.settings;
-            self.buf
-                .ensure_capacity(head_capacity(&s.limits).max(MIN_BUFFER));
+            self.buf.set_limit(head_capacity(&s.limits).max(MIN_BUFFER));
+            self.buf.release();
             let next = match self.read_head(s, first.take()).await {
                 HeadOutcome::Closed => return,
                 HeadOutcome::Refused {
@@ -225,7 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     tally.status = reject.status;
                     let _ = self.send(&page, s, &mut tally).await;
                     tracing::debug!(client = %self.peer, status = reject.status, reason = reject.reason, "request refused");
-                    self.log(&tally, "-", "-", started, &id);
+                    self.log(&tally, None, "-", "-", started, &id);
                     Next::Close
                 }
                 HeadOutcome::Head {
@@ -239,7 +272,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                     // The routes in force when the head arrived, not when the wait began.
                     let snap = self.shared.snapshot();
-                    self.exchange(&snap, &head, started, bytes).await
+                    // Boxed: the exchange's state (a large future) exists only while a request
+                    // is in progress, not in every idle connection's task.
+                    Box::pin(self.exchange(&snap, &head, started, bytes)).await
                 }
             };
             match next {
@@ -357,7 +392,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let id = head.request_id.clone().unwrap_or_else(new_request_id);
         let mut tally = Tally::new(head_bytes);
         let next = self.route(snap, head, &id, &mut tally).await;
-        self.log(&tally, &head.method, &head.target, started, &id);
+        let app = tally.app.and_then(|i| snap.apps.get(i));
+        let app = app.map(|a| a.name.as_str());
+        self.log(&tally, app, &head.method, &head.target, started, &id);
         next
     }
 
@@ -378,7 +415,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         else {
             return self.answer(404, id, close_early, head, s, tally).await;
         };
-        tally.app = Some(app.name.clone());
+        tally.app = Some(index);
         if self.proto == "https" {
             let sni_app = self
                 .sni
@@ -560,7 +597,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<(), BodyFailure> {
         let started = Instant::now();
         let mut received = 0u64;
-        let mut out = Vec::with_capacity(MIN_BUFFER + 32);
         match framing {
             BodyFraming::Empty => return Ok(()),
             BodyFraming::Length(n) => {
@@ -579,6 +615,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
             BodyFraming::Chunked => {
+                let mut out = Vec::with_capacity(MIN_BUFFER + 32);
                 let mut decoder = ChunkedDecoder::new(s.limits.max_body);
                 loop {
                     if self.buf.is_empty() {
@@ -633,6 +670,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let earned = Duration::from_secs_f64(received as f64 / s.body_min_rate as f64);
             started + s.body_timeout + earned
         };
+        self.buf.reserve(MIN_BUFFER);
         match timeout_at(deadline.into(), self.buf.fill(&mut self.io)).await {
             Ok(Ok(n)) if n > 0 => Ok(()),
             Ok(_) => Err(BodyFailure::ClientGone),
@@ -698,11 +736,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let keep_alive =
             head.keep_alive && framing != ClientFraming::UntilClose && !self.shared.is_draining();
         let out = response::client_head(&resp, framing, keep_alive, &[]);
-        self.send(&out, s, tally)
-            .await
-            .map_err(|_| RelayFailure::Broken)?;
         let clean = self
-            .relay_body(backend, resp.body, framing, bbuf, s, tally)
+            .relay_body(backend, resp.body, framing, out, bbuf, s, tally)
             .await?;
         let reusable = clean && resp.keep_alive && resp.body != ResponseBody::UntilClose;
         let next = if keep_alive {
@@ -713,32 +748,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok((next, reusable))
     }
 
+    /// Streams the body after `out` (the response head, not yet sent): whatever of the body
+    /// already arrived with the head goes out in the same write; the head is sent on its own
+    /// only before waiting on the backend for more.
+    #[allow(clippy::too_many_arguments)]
     async fn relay_body(
         &mut self,
         backend: &mut TcpStream,
         body: ResponseBody,
         framing: ClientFraming,
+        mut out: Vec<u8>,
         mut pending: Vec<u8>,
         s: &Settings,
         tally: &mut Tally,
     ) -> Result<bool, RelayFailure> {
         let chunk_out = framing == ClientFraming::Chunked;
-        let mut out = Vec::with_capacity(MIN_BUFFER + 32);
-        let mut read = vec![0u8; MIN_BUFFER];
+        // Allocated at the first read from the backend: most small bodies come with the head.
+        let mut read = Vec::new();
         // Bytes of the body so far in `pending` (the rest of the first read), then reads.
         let mut decoder = ChunkedDecoder::new(u64::MAX);
         let mut left = match body {
-            // Bytes after a body-less response mean the backend's framing cannot be trusted.
-            ResponseBody::None => return Ok(pending.is_empty()),
+            ResponseBody::None => {
+                self.send(&out, s, tally)
+                    .await
+                    .map_err(|_| RelayFailure::Broken)?;
+                // Bytes after a body-less response mean the backend's framing cannot be trusted.
+                return Ok(pending.is_empty());
+            }
             ResponseBody::Length(n) => n,
             _ => u64::MAX,
         };
         loop {
-            let input: &[u8] = if !pending.is_empty() {
-                &pending
-            } else {
+            let fresh = if pending.is_empty() {
                 if left == 0 {
                     break;
+                }
+                // The client sees what we have before we wait on the backend.
+                if !out.is_empty() {
+                    self.send(&out, s, tally)
+                        .await
+                        .map_err(|_| RelayFailure::Broken)?;
+                    out.clear();
+                }
+                if read.is_empty() {
+                    read = vec![0u8; MIN_BUFFER];
                 }
                 let n =
                     match tokio::time::timeout(s.response_timeout, backend.read(&mut read)).await {
@@ -752,9 +805,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     // The backend ended a sized or chunked body early.
                     return Err(RelayFailure::Broken);
                 }
-                &read[..n]
+                Some(n)
+            } else {
+                None
             };
-            out.clear();
+            let input: &[u8] = match fresh {
+                Some(n) => &read[..n],
+                None => &pending,
+            };
             let mut finished = false;
             let mut broken = false;
             let mut extra = false;
@@ -794,9 +852,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             // Bytes after the end of a sized or chunked body are dropped with the connection.
             pending.clear();
-            self.send(&out, s, tally)
-                .await
-                .map_err(|_| RelayFailure::Broken)?;
+            if !out.is_empty() {
+                self.send(&out, s, tally)
+                    .await
+                    .map_err(|_| RelayFailure::Broken)?;
+                out.clear();
+            }
             if broken {
                 return Err(RelayFailure::Broken);
             }
@@ -805,7 +866,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         if chunk_out {
-            self.send(chunked::LAST_CHUNK, s, tally)
+            out.extend_from_slice(chunked::LAST_CHUNK);
+        }
+        if !out.is_empty() {
+            self.send(&out, s, tally)
                 .await
                 .map_err(|_| RelayFailure::Broken)?;
         }
@@ -891,7 +955,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn linger(&mut self) {
         let _ = self.io.shutdown().await;
         let deadline = Instant::now() + LINGER;
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would sit in every connection's future, idle or not.
+        let mut sink = vec![0u8; 4096];
         while let Ok(Ok(n)) = timeout_at(deadline.into(), self.io.read(&mut sink)).await {
             if n == 0 {
                 break;
@@ -899,10 +964,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    fn log(&self, tally: &Tally, method: &str, path: &str, started: Instant, id: &str) {
+    fn log(
+        &self,
+        tally: &Tally,
+        app: Option<&str>,
+        method: &str,
+        path: &str,
+        started: Instant,
+        id: &str,
+    ) {
         self.shared.finished(&Record {
             time: SystemTime::now(),
-            app: tally.app.as_deref(),
+            app,
             method,
             path,
             status: tally.status,

@@ -19,7 +19,7 @@
 //! `proxy::pool`), `Connection: close` when it may not, or `Connection: upgrade` with the
 //! client's `Upgrade` value.
 
-use std::net::IpAddr;
+use std::{io::Write as _, net::IpAddr};
 
 use super::framing::{BodyFraming, Field, RequestHead};
 
@@ -36,8 +36,11 @@ pub struct ClientInfo {
 }
 
 fn is_forwarding_field(f: &Field) -> bool {
-    let lower = f.name.to_ascii_lowercase();
-    lower.starts_with("x-forwarded-") || lower == "forwarded" || lower == "x-real-ip"
+    let name = f.name.as_bytes();
+    name.get(..12)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"x-forwarded-"))
+        || f.is("forwarded")
+        || f.is("x-real-ip")
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -60,7 +63,10 @@ pub fn backend_head_for(
     reuse: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", head.method, head.target).as_bytes());
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
     push_field(&mut out, "Host", head.authority.as_bytes());
     let mut xff: Vec<&[u8]> = Vec::new();
     let mut proto: Option<&[u8]> = None;
@@ -80,24 +86,30 @@ pub fn backend_head_for(
             }
         }
     }
-    let client_addr = client.addr.to_string();
-    xff.push(client_addr.as_bytes());
-    push_field(&mut out, "X-Forwarded-For", &xff.join(&b", "[..]));
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for value in xff {
+        out.extend_from_slice(value);
+        out.extend_from_slice(b", ");
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{}\r\n", client.addr);
     push_field(
         &mut out,
         "X-Forwarded-Proto",
         proto.unwrap_or(client.proto.as_bytes()),
     );
-    let our_port = client.port.to_string();
-    push_field(
-        &mut out,
-        "X-Forwarded-Port",
-        port.unwrap_or(our_port.as_bytes()),
-    );
+    match port {
+        Some(port) => push_field(&mut out, "X-Forwarded-Port", port),
+        None => {
+            let _ = write!(out, "X-Forwarded-Port: {}\r\n", client.port);
+        }
+    }
     push_field(&mut out, "X-Request-ID", request_id.as_bytes());
     match head.body {
         BodyFraming::Empty => {}
-        BodyFraming::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        BodyFraming::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
         BodyFraming::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
     }
     match &head.upgrade {

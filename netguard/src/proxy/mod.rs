@@ -412,8 +412,13 @@ async fn accept_loop(
                         .run(now)
                         .await
                 }
+                // Boxed: the TLS and HTTP/2 states are far larger than a plain connection's,
+                // and an unboxed one would size every plain connection's task.
                 Some(acceptor) => {
-                    passthrough::serve_tls(stream, peer, local_port, shared, acceptor, now).await
+                    Box::pin(passthrough::serve_tls(
+                        stream, peer, local_port, shared, acceptor, now,
+                    ))
+                    .await
                 }
             }
         });

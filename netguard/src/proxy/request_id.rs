@@ -40,12 +40,35 @@ pub fn new_request_id() -> String {
     // splitmix64 is a bijection: distinct counters give distinct first halves.
     let a = splitmix64(n ^ k);
     let b = splitmix64(a ^ k.rotate_left(17));
-    format!("{a:016x}{b:016x}")
+    hex_id(a, b)
+}
+
+/// `{a:016x}{b:016x}` without going through the formatter (this runs for every request).
+fn hex_id(a: u64, b: u64) -> String {
+    let mut id = String::with_capacity(32);
+    for half in [a, b] {
+        for shift in (0..16).rev() {
+            let digit = ((half >> (shift * 4)) & 0xf) as u8;
+            id.push(char::from(b"0123456789abcdef"[usize::from(digit)]));
+        }
+    }
+    id
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_zero_padded_lowercase() {
+        for (a, b) in [
+            (0, u64::MAX),
+            (0x0123_4567_89ab_cdef, 0xf),
+            (u64::MAX / 3, 1 << 60),
+        ] {
+            assert_eq!(hex_id(a, b), format!("{a:016x}{b:016x}"));
+        }
+    }
 
     #[test]
     fn ids_are_hex_and_distinct() {

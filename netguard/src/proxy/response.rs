@@ -4,6 +4,8 @@
 //! Backends are ours but not trusted to frame correctly: a response whose framing is ambiguous
 //! (differing Content-Length values, a malformed one) is a 502, never passed on.
 
+use std::io::Write as _;
+
 use super::framing::{Field, Version, parse_content_length};
 
 /// Largest response head read from a backend; a longer one is a 502.
@@ -55,9 +57,19 @@ pub fn parse_response(
     buf: &[u8],
     request_is_head: bool,
 ) -> Result<Option<(ResponseHead, usize)>, BadResponse> {
-    let mut headers = vec![httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Uninitialized and on the stack: this runs for every response.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
             return Err(BadResponse::TooLarge);
@@ -87,30 +99,28 @@ pub fn parse_response(
     let mut chunked = None;
     let mut fields = Vec::new();
     for h in resp.headers.iter() {
-        let lower = h.name.to_ascii_lowercase();
-        match lower.as_str() {
-            "content-length" => {
-                lengths.push(parse_content_length(h.value).map_err(|_| BadResponse::Framing)?)
-            }
-            "transfer-encoding" => {
-                // Chunked is the final coding or the body runs to close (RFC 9112 §6.3).
-                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
-            }
-            "connection" => connection.extend(
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        if is("content-length") {
+            lengths.push(parse_content_length(h.value).map_err(|_| BadResponse::Framing)?);
+        } else if is("transfer-encoding") {
+            // Chunked is the final coding or the body runs to close (RFC 9112 §6.3).
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
+        } else if is("connection") {
+            connection.extend(
                 h.value
                     .split(|&b| b == b',')
                     .map(|t| String::from_utf8_lossy(trim(t)).to_ascii_lowercase()),
-            ),
-            "upgrade" if status == 101 => fields.push(Field {
+            );
+        } else if (is("upgrade") && status == 101)
+            || !["keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
+                .iter()
+                .any(|hop| is(hop))
+        {
+            fields.push(Field {
                 name: h.name.to_owned(),
                 value: h.value.to_vec(),
-            }),
-            "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" => {}
-            _ => fields.push(Field {
-                name: h.name.to_owned(),
-                value: h.value.to_vec(),
-            }),
+            });
         }
     }
     // Fields named in Connection are hop-by-hop, except the Upgrade of a 101 we pass on.
@@ -205,7 +215,8 @@ pub fn client_head(
     } else {
         &head.reason
     };
-    out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", head.status).as_bytes());
+    // Writing to a Vec cannot fail; `write!` formats in place (this runs for every response).
+    let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", head.status);
     for f in &head.fields {
         out.extend_from_slice(f.name.as_bytes());
         out.extend_from_slice(b": ");
@@ -214,18 +225,18 @@ pub fn client_head(
     }
     match framing {
         ClientFraming::Length(n) => {
-            out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes())
+            let _ = write!(out, "Content-Length: {n}\r\n");
         }
         ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         ClientFraming::None => {
             if let Some(n) = head.content_length {
-                out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+                let _ = write!(out, "Content-Length: {n}\r\n");
             }
         }
         ClientFraming::UntilClose => {}
     }
     for (name, value) in extra {
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        let _ = write!(out, "{name}: {value}\r\n");
     }
     if head.status == 101 {
         out.extend_from_slice(b"Connection: upgrade\r\n");

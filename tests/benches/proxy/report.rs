@@ -264,8 +264,9 @@ pub fn render(r: &Results) -> String {
          writes no access log, and terminates TLS with the same ECDSA P-256 certificate. \
          nginx: `worker_processes auto`, an upstream with `keepalive 64` \
          (`proxy_http_version 1.1`); HAProxy: `nbthread 2`, its default backend connection \
-         reuse; netguard: its defaults apart from `router_log = \"off\"` and the connection \
-         caps raised for the idle test.\n\
+         reuse; netguard: its defaults apart from `router_log = \"off\"`, the connection \
+         caps raised for the idle test and `backend_pool_max_idle_per_backend = 64` (default \
+         32), the same 64 idle backend connections as nginx's `keepalive 64`.\n\
          - The machine has 2 cores shared by wrk, the backend and the proxy under test, so a \
          proxy's rate is bounded by how much CPU it leaves to the other two: the CPU column \
          shows the cost per request directly.\n\

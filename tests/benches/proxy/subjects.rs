@@ -89,7 +89,7 @@ pub fn netguard_toml(sb: &Sandbox, c: &Certs) -> (Config, String) {
     let mut extra = format!(
         "[proxy]\nhttp_listen = \"{}\"\nhttps_listen = \"{https}\"\nrouter_log = \"off\"\n\
          max_connections = 20000\nmax_connections_per_client = 20000\n\
-         keepalive_timeout_secs = 300\n",
+         keepalive_timeout_secs = 300\nbackend_pool_max_idle_per_backend = 64\n",
         Kind::Netguard.http()
     );
     for (i, app) in APPS.iter().enumerate() {
