@@ -34,8 +34,10 @@
 //! backend_eject_secs = 10              # how long a backend that refused or timed out a connect is skipped
 //! backend_pool_idle_timeout_secs = 30  # idle keep-alive connections to backends are closed after this; keep it
 //!                                      #   below the backends' own keep-alive timeout
-//! backend_pool_max_idle_per_backend = 32  # idle connections kept per backend address; 0: one connection per request
-//! backend_pool_max_idle = 1024         # idle connections kept over all backends
+//! workers = 0                          # proxy threads, each with its own listeners, connections and backend
+//!                                      #   pool (as nginx's worker_processes); 0: one per CPU (at most 64)
+//! backend_pool_max_idle_per_backend = 32  # idle connections kept per backend address and worker; 0: one connection per request
+//! backend_pool_max_idle = 1024         # idle connections kept over all backends, per worker
 //! balance = "round_robin"              # or "least_connections": the live backend with the fewest requests in flight
 //! drain_timeout_secs = 30              # SIGTERM/SIGINT: stop accepting, finish requests in flight for at most
 //!                                      #   this long, then exit (0: at once)
@@ -215,6 +217,9 @@ pub struct ContainerLimit {
     pub burst: Option<Bytes>,
 }
 
+/// More proxy threads than this only add memory: each holds its own listeners and pool.
+pub const MAX_PROXY_WORKERS: u32 = 64;
+
 /// `[proxy]`: listeners, limits and timeouts of the L7 proxy (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -235,6 +240,8 @@ pub struct ProxyConfig {
     pub backend_pool_idle_timeout_secs: Seconds,
     pub backend_pool_max_idle_per_backend: u32,
     pub backend_pool_max_idle: u32,
+    /// Proxy worker threads; 0: one per CPU.
+    pub workers: u32,
     pub balance: Balance,
     pub drain_timeout_secs: Seconds,
     pub tunnel_idle_timeout_secs: Seconds,
@@ -265,6 +272,7 @@ impl Default for ProxyConfig {
             backend_pool_idle_timeout_secs: secs(30),
             backend_pool_max_idle_per_backend: 32,
             backend_pool_max_idle: 1024,
+            workers: 0,
             balance: Balance::RoundRobin,
             drain_timeout_secs: secs(30),
             tunnel_idle_timeout_secs: secs(600),
@@ -768,6 +776,15 @@ impl Config {
         }
         if p.max_connections == 0 {
             problems.add("proxy.max_connections", "must be at least 1");
+        }
+        if p.workers > MAX_PROXY_WORKERS {
+            problems.add(
+                "proxy.workers",
+                format!(
+                    "must be at most {MAX_PROXY_WORKERS} (0: one per CPU), not {}",
+                    p.workers
+                ),
+            );
         }
         if p.backend_pool_max_idle_per_backend > p.backend_pool_max_idle {
             problems.add(

@@ -15,7 +15,8 @@
 //! `NETGUARD_PROXY_SECS` (default 10) sets each measured run's length and
 //! `NETGUARD_PROXY_ROUNDS` (default 2) how many times every server is measured (the order
 //! alternates between rounds); with other than the defaults the section is printed but
-//! BENCHMARKS.md is left alone.
+//! BENCHMARKS.md is left alone. `NETGUARD_PROXY_QUICK=http` (or `tls`) is for tuning work:
+//! netguard and nginx only, that protocol only, no idle-memory test, nothing written.
 
 #[path = "common/bench.rs"]
 mod bench;
@@ -98,6 +99,12 @@ fn run() -> Result<()> {
     let started = Instant::now();
     let secs = env_num("NETGUARD_PROXY_SECS", DEFAULT_SECS)?;
     let rounds = env_num("NETGUARD_PROXY_ROUNDS", DEFAULT_ROUNDS)?;
+    let quick = match std::env::var("NETGUARD_PROXY_QUICK").ok().as_deref() {
+        None => None,
+        Some("http") => Some(false),
+        Some("tls") => Some(true),
+        Some(other) => bail!("NETGUARD_PROXY_QUICK={other:?}: expected \"http\" or \"tls\""),
+    };
     if secs == 0 || rounds == 0 {
         bail!("NETGUARD_PROXY_SECS and NETGUARD_PROXY_ROUNDS must be at least 1");
     }
@@ -140,8 +147,12 @@ fn run() -> Result<()> {
         (Kind::Haproxy, haproxy.pid()),
     ];
     let pid = |kind: Kind| -> u32 { pids.iter().find(|(k, _)| *k == kind).map_or(0, |(_, p)| *p) };
-    let proxies = [Kind::Netguard, Kind::Nginx, Kind::Haproxy];
-    for kind in proxies {
+    let proxies: &[Kind] = if quick.is_some() {
+        &[Kind::Netguard, Kind::Nginx]
+    } else {
+        &[Kind::Netguard, Kind::Nginx, Kind::Haproxy]
+    };
+    for &kind in proxies {
         check_routing(&sb.edge, kind)?;
     }
 
@@ -150,7 +161,7 @@ fn run() -> Result<()> {
         idle::N
     ));
     let mut idles = Vec::new();
-    for kind in proxies {
+    for &kind in proxies.iter().filter(|_| quick.is_none()) {
         let m = idle::measure(&sb.edge, pid(kind), kind.http(), HOST)
             .with_context(|| format!("idle connections to {}", kind.name()))?;
         println!(
@@ -165,11 +176,17 @@ fn run() -> Result<()> {
 
     let mut runs = Vec::new();
     for round in 1..=rounds {
-        for tls in [false, true] {
-            let mut order: Vec<Kind> = if tls {
+        for tls in [false, true]
+            .into_iter()
+            .filter(|t| quick.is_none_or(|q| q == *t))
+        {
+            let mut order: Vec<Kind> = if tls || quick.is_some() {
                 proxies.to_vec()
             } else {
-                [Kind::Backend].into_iter().chain(proxies).collect()
+                [Kind::Backend]
+                    .into_iter()
+                    .chain(proxies.iter().copied())
+                    .collect()
             };
             if round % 2 == 0 {
                 order.reverse();
@@ -224,8 +241,12 @@ fn run() -> Result<()> {
         rounds,
         elapsed: started.elapsed(),
     };
-    let not_written = (secs != DEFAULT_SECS || rounds != DEFAULT_ROUNDS)
-        .then(|| "NETGUARD_PROXY_SECS/ROUNDS set".to_string());
+    let not_written = if quick.is_some() {
+        Some("NETGUARD_PROXY_QUICK set".to_string())
+    } else {
+        (secs != DEFAULT_SECS || rounds != DEFAULT_ROUNDS)
+            .then(|| "NETGUARD_PROXY_SECS/ROUNDS set".to_string())
+    };
     section::publish(
         report::SECTION,
         &report::render(&results),

@@ -488,7 +488,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         // A tunnel never goes back to the pool, so its request asks for no reuse either.
         let reuse = s.pool.enabled() && head.upgrade.is_none();
         let backend_head = forward::backend_head_for(head, &client, id, reuse);
-        let pool = reuse.then_some((&self.shared.pool, &s.pool));
+        let pool = reuse.then_some((self.shared.pool(), &s.pool));
         let mut sent = upstream::send(
             &candidates,
             &backend_head,
@@ -546,7 +546,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let failure = match self.relay_response(&mut backend, head, s, tally).await {
                 Ok((next, reusable)) => {
                     if reuse && reusable {
-                        self.shared.pool.put(addr, backend, Instant::now(), &s.pool);
+                        self.shared
+                            .pool()
+                            .put(addr, backend, Instant::now(), &s.pool);
                     }
                     return next;
                 }

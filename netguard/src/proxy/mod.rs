@@ -65,6 +65,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{AppConfig, ProxyConfig};
 use log::RouterLog;
+use pool::Pool;
 use state::{Shared, Snapshot};
 
 pub use request_id::new_request_id;
@@ -88,8 +89,11 @@ pub enum ProxyError {
 /// A running proxy on its own runtime. Dropping it stops accepting and ends every connection.
 pub struct Proxy {
     shared: Arc<Shared>,
+    /// Stops accepting.
     shutdown: watch::Sender<bool>,
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Ends the worker threads and every connection on them.
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
     config: ProxyConfig,
@@ -123,6 +127,16 @@ fn bind_all(config: &ProxyConfig, apps: &[AppConfig]) -> Result<Bound, ProxyErro
         None
     };
     Ok(Bound { http, https })
+}
+
+/// `proxy.workers`, with 0 as one per CPU.
+fn worker_count(configured: u32) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(crate::config::MAX_PROXY_WORKERS as usize),
+        n => n as usize,
+    }
 }
 
 /// Starts the accept loops (inside a runtime context).
@@ -171,31 +185,57 @@ impl Proxy {
         apps: &[AppConfig],
         log: RouterLog,
     ) -> Result<Proxy, ProxyError> {
-        let server = Server::bind(config, apps, log)?;
+        let workers = worker_count(config.workers);
+        let server = Server::bind_workers(config, apps, log, workers)?;
         let (http_addr, https_addr) = (server.http_addr(), server.https_addr());
         let shared = server.shared.clone();
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("netguard-proxy")
-            .enable_all()
-            .build()
-            .map_err(ProxyError::Runtime)?;
+        // Every worker accepts on its own SO_REUSEPORT sockets, bound to the addresses the
+        // first one got (the actual ports when the config asked for port 0).
+        let mut bounds = vec![server.bound];
+        for _ in 1..workers {
+            bounds.push(Bound {
+                http: bind_std(http_addr)?,
+                https: https_addr.map(bind_std).transpose()?,
+            });
+        }
         let (shutdown, rx) = watch::channel(false);
-        {
-            let _guard = runtime.enter();
-            spawn_listeners(server.bound, &shared, &rx)?;
+        let (stop, stopped) = watch::channel(false);
+        let mut threads = Vec::with_capacity(workers);
+        for (index, bound) in bounds.into_iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ProxyError::Runtime)?;
+            {
+                let _guard = runtime.enter();
+                spawn_listeners(bound, &shared, &rx)?;
+            }
+            let mut stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("netguard-proxy-{index}"))
+                .spawn(move || {
+                    state::set_worker(index);
+                    // Connections live until the proxy is dropped, past the end of accepting
+                    // (a drain lets them finish).
+                    runtime.block_on(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    });
+                })
+                .map_err(ProxyError::Runtime)?;
+            threads.push(thread);
         }
         tracing::info!(
             http = %http_addr,
             https = ?https_addr,
             apps = apps.len(),
+            workers,
             "proxy listening"
         );
         Ok(Proxy {
             shared,
             shutdown,
-            runtime: Some(runtime),
+            stop,
+            threads,
             http_addr,
             https_addr,
             config: config.clone(),
@@ -285,16 +325,18 @@ impl Proxy {
 
     /// Idle keep-alive connections to backends now.
     pub fn idle_backend_connections(&self) -> usize {
-        self.shared.pool.idle_count()
+        self.shared.pools().iter().map(Pool::idle_count).sum()
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        if let Some(runtime) = self.runtime.take() {
-            // Does not block, so a proxy may be dropped inside another runtime.
-            runtime.shutdown_background();
+        let _ = self.stop.send(true);
+        // Each worker only finishes its event loop and drops its tasks: a short wait, after
+        // which the ports are free and every connection is closed.
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -320,6 +362,15 @@ impl Server {
         apps: &[AppConfig],
         log: RouterLog,
     ) -> Result<Server, ProxyError> {
+        Self::bind_workers(config, apps, log, 1)
+    }
+
+    fn bind_workers(
+        config: &ProxyConfig,
+        apps: &[AppConfig],
+        log: RouterLog,
+        workers: usize,
+    ) -> Result<Server, ProxyError> {
         let mut snapshot = Snapshot::build(config, apps)?;
         let bound = bind_all(config, apps)?;
         if let Some((_, a)) = &bound.https {
@@ -327,7 +378,7 @@ impl Server {
         }
         Ok(Server {
             bound,
-            shared: Arc::new(Shared::new(snapshot, log)),
+            shared: Arc::new(Shared::new(snapshot, log, workers)),
         })
     }
 
@@ -435,11 +486,11 @@ async fn reap_idle(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => break,
             _ = tick.tick() => {
                 let idle_timeout = shared.snapshot().settings.pool.idle_timeout;
-                shared.pool.reap(Instant::now(), idle_timeout);
+                shared.pool().reap(Instant::now(), idle_timeout);
             }
         }
     }
-    shared.pool.clear();
+    shared.pool().clear();
 }
 
 /// Over a connection cap: a 503 without reading the request, then close.

@@ -140,6 +140,16 @@ impl Snapshot {
     }
 }
 
+std::thread_local! {
+    /// The index of the proxy worker running on this thread (see [`set_worker`]).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as proxy worker `index`: its connections use that worker's pool.
+pub fn set_worker(index: usize) {
+    WORKER.set(index);
+}
+
 /// State shared by every connection and every snapshot.
 #[derive(Debug)]
 pub struct Shared {
@@ -147,8 +157,9 @@ pub struct Shared {
     pub health: Health,
     /// Requests in flight per backend address (for least-connections).
     pub load: Arc<Load>,
-    /// Idle keep-alive connections to backends; kept across reloads (per address).
-    pub pool: Pool,
+    /// Idle keep-alive connections to backends, one pool per worker (a connection belongs to
+    /// its worker's event loop); kept across reloads (per address).
+    pools: Box<[Pool]>,
     pub log: RouterLog,
     pub metrics: ProxyMetrics,
     connections: Mutex<Connections>,
@@ -164,17 +175,29 @@ struct Connections {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, log: RouterLog) -> Shared {
+    /// `workers`: how many worker threads will serve (each gets its own backend pool).
+    pub fn new(snapshot: Snapshot, log: RouterLog, workers: usize) -> Shared {
         Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             health: Health::default(),
             load: Arc::default(),
-            pool: Pool::default(),
+            pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
             log,
             metrics: ProxyMetrics::default(),
             connections: Mutex::new(Connections::default()),
             draining: watch::Sender::new(false),
         }
+    }
+
+    /// The calling worker's backend pool (the first one off the worker threads).
+    pub fn pool(&self) -> &Pool {
+        let i = WORKER.get().min(self.pools.len() - 1);
+        &self.pools[i]
+    }
+
+    /// Every worker's backend pool.
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
     }
 
     /// Starts draining (see [`Shared::draining`]).
@@ -281,7 +304,7 @@ mod tests {
         };
         let snapshot = Snapshot::build(&config, &[]).unwrap();
         let settings = snapshot.settings.clone();
-        let shared = Arc::new(Shared::new(snapshot, RouterLog::Off));
+        let shared = Arc::new(Shared::new(snapshot, RouterLog::Off, 1));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let a1 = shared.admit(a, &settings).expect("first");
