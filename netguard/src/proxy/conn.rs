@@ -55,6 +55,7 @@ use super::{
     state::{Settings, Shared, Snapshot},
     upstream::{self, ConnectError, Sent},
 };
+use crate::config::Balance;
 
 /// Smallest input buffer; also the size of one body read.
 pub const MIN_BUFFER: usize = 16 * 1024;
@@ -240,8 +241,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Serves requests until the connection ends. `accepted` starts the first head's deadline.
     pub(crate) async fn run(mut self, accepted: Instant) {
         let mut first = Some(accepted);
+        let mut snap = self.shared.snapshot();
         loop {
-            let snap = self.shared.snapshot();
+            if let Some(latest) = self.shared.latest(&snap) {
+                snap = latest;
+            }
             let s = &snap.settings;
             self.buf.set_limit(head_capacity(&s.limits).max(MIN_BUFFER));
             self.buf.release();
@@ -271,10 +275,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         head.keep_alive = false;
                     }
                     // The routes in force when the head arrived, not when the wait began.
-                    let snap = self.shared.snapshot();
+                    let latest = self.shared.latest(&snap);
+                    let snap = latest.as_ref().unwrap_or(&snap);
                     // Boxed: the exchange's state (a large future) exists only while a request
                     // is in progress, not in every idle connection's task.
-                    Box::pin(self.exchange(&snap, &head, started, bytes)).await
+                    Box::pin(self.exchange(snap, &head, started, bytes)).await
                 }
             };
             match next {
@@ -519,7 +524,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             };
             tally.backend = Some(addr);
-            let _in_flight = self.shared.load.track(addr);
+            // Only least-connections reads the counts: round-robin skips the shared update.
+            let _in_flight =
+                (s.balance == Balance::LeastConnections).then(|| self.shared.load.track(addr));
 
             if head.expect_continue && !continued {
                 continued = true;

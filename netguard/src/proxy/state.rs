@@ -9,7 +9,10 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, PoisonError, RwLock, atomic::AtomicUsize},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -154,6 +157,9 @@ pub fn set_worker(index: usize) {
 #[derive(Debug)]
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The address of the snapshot in force: a connection checks that its own is still the
+    /// one with a plain load, instead of taking the lock (shared by every worker) per request.
+    current: AtomicUsize,
     pub health: Health,
     /// Requests in flight per backend address (for least-connections).
     pub load: Arc<Load>,
@@ -166,6 +172,8 @@ pub struct Shared {
     /// Set once when the proxy drains: kept-alive connections close after their current
     /// response, idle ones at once.
     draining: watch::Sender<bool>,
+    /// `draining`'s value, read per request without the channel's lock.
+    is_draining: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -177,8 +185,10 @@ struct Connections {
 impl Shared {
     /// `workers`: how many worker threads will serve (each gets its own backend pool).
     pub fn new(snapshot: Snapshot, log: RouterLog, workers: usize) -> Shared {
+        let snapshot = Arc::new(snapshot);
         Shared {
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            current: AtomicUsize::new(Arc::as_ptr(&snapshot) as usize),
+            snapshot: RwLock::new(snapshot),
             health: Health::default(),
             load: Arc::default(),
             pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
@@ -186,6 +196,7 @@ impl Shared {
             metrics: ProxyMetrics::default(),
             connections: Mutex::new(Connections::default()),
             draining: watch::Sender::new(false),
+            is_draining: AtomicBool::new(false),
         }
     }
 
@@ -202,11 +213,12 @@ impl Shared {
 
     /// Starts draining (see [`Shared::draining`]).
     pub fn start_drain(&self) {
+        self.is_draining.store(true, Ordering::Release);
         self.draining.send_replace(true);
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.draining.borrow()
+        self.is_draining.load(Ordering::Acquire)
     }
 
     /// A receiver whose value turns `true` when draining starts.
@@ -229,10 +241,23 @@ impl Shared {
     }
 
     pub fn install(&self, snapshot: Snapshot) {
-        *self
+        let snapshot = Arc::new(snapshot);
+        let mut slot = self
             .snapshot
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+            .unwrap_or_else(PoisonError::into_inner);
+        self.current
+            .store(Arc::as_ptr(&snapshot) as usize, Ordering::Release);
+        *slot = snapshot;
+    }
+
+    /// The snapshot in force: `held` itself while no reload replaced it (no shared write).
+    pub fn latest(&self, held: &Arc<Snapshot>) -> Option<Arc<Snapshot>> {
+        if self.current.load(Ordering::Acquire) == Arc::as_ptr(held) as usize {
+            None
+        } else {
+            Some(self.snapshot())
+        }
     }
 
     /// Counts a new connection from `ip` against the caps; `None` when a cap is reached.

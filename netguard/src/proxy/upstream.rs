@@ -22,7 +22,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -39,21 +39,28 @@ use crate::config::Balance;
 #[derive(Debug, Default)]
 pub struct Health {
     ejected: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Entries in `ejected`: while none is, a request checks health without the lock.
+    entries: AtomicUsize,
     /// Ejections since start (a metric).
     ejections: AtomicU64,
 }
 
 impl Health {
     pub fn is_live(&self, backend: SocketAddr, now: Instant) -> bool {
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return true;
+        }
         let mut ejected = self.ejected.lock().unwrap_or_else(PoisonError::into_inner);
-        match ejected.get(&backend) {
+        let live = match ejected.get(&backend) {
             Some(&until) if until > now => false,
             Some(_) => {
                 ejected.remove(&backend);
                 true
             }
             None => true,
-        }
+        };
+        self.entries.store(ejected.len(), Ordering::Release);
+        live
     }
 
     /// Until when `backend` is skipped, if it is ejected now.
@@ -68,10 +75,9 @@ impl Health {
 
     pub fn eject(&self, backend: SocketAddr, until: Instant) {
         self.ejections.fetch_add(1, Ordering::Relaxed);
-        self.ejected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(backend, until);
+        let mut ejected = self.ejected.lock().unwrap_or_else(PoisonError::into_inner);
+        ejected.insert(backend, until);
+        self.entries.store(ejected.len(), Ordering::Release);
     }
 }
 
@@ -244,7 +250,6 @@ pub async fn connect_and_send(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
 
     use super::*;
 
