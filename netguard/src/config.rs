@@ -1746,6 +1746,7 @@ backend_pool_max_idle_per_backend = 10
 backend_pool_max_idle = 5
 drain_timeout_secs = 90000
 max_connections = 0
+workers = 65
 tunnel_idle_timeout_secs = 0
 trusted_proxies = ["10.0.0.1/8"]
 router_log = ""
@@ -1781,6 +1782,7 @@ cert = "x.pem"
             "proxy.drain_timeout_secs",
             "proxy.tunnel_idle_timeout_secs",
             "proxy.max_connections",
+            "proxy.workers",
             "proxy.max_connections_per_client",
             "proxy.trusted_proxies[0]",
             "proxy.router_log",

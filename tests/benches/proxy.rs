@@ -12,9 +12,11 @@
 //! that namespace only; nginx and HAProxy run from config, pid and log files in a temp dir.
 //! The netguard daemon is `$NETGUARD_BIN`, else `target/release/netguard`.
 //!
-//! `NETGUARD_PROXY_SECS` (default 10) sets each measured run's length and
-//! `NETGUARD_PROXY_ROUNDS` (default 2) how many times every server is measured (the order
-//! alternates between rounds); with other than the defaults the section is printed but
+//! `NETGUARD_PROXY_SECS` (default 6) sets each measured run's length and
+//! `NETGUARD_PROXY_ROUNDS` (default 4) how many times every server is measured (the order
+//! alternates between rounds: this shared machine's speed drifts by tens of percent within
+//! minutes, and short interleaved runs keep a slow phase from landing on one server only); with
+//! other than the defaults the section is printed but
 //! BENCHMARKS.md is left alone. `NETGUARD_PROXY_QUICK=http` (or `tls`) is for tuning work:
 //! netguard and nginx only, that protocol only, no idle-memory test, nothing written.
 
@@ -58,8 +60,8 @@ const TOOLS: [(&str, &str); 6] = [
     ("openssl", "openssl"),
 ];
 
-const DEFAULT_SECS: u64 = 10;
-const DEFAULT_ROUNDS: usize = 2;
+const DEFAULT_SECS: u64 = 6;
+const DEFAULT_ROUNDS: usize = 4;
 /// Each measured run follows a discarded warm-up run of this length.
 const WARMUP_SECS: u64 = 2;
 

@@ -527,7 +527,7 @@ mod limiter {
                 p.load().expect("verifier accepts the limiter");
             }
             let mut cfg = LimiterConfig::EMPTY;
-            cfg.default = BucketParams::new(1_000_000, 10_000);
+            cfg.default = BucketParams::new(1_000, 10_000);
             cfg.containers.add_v4([172, 17, 0, 0], 16);
             let mut v6 = [0u8; 16];
             v6[..4].copy_from_slice(&[0xfd, 0, 0, 0x17]);
@@ -635,7 +635,9 @@ mod limiter {
     #[test]
     fn override_applies_to_its_container_only() {
         let mut l = Limiter::new();
-        l.set_override(mapped(CONTAINER), BucketParams::new(1_000_000, 20_000));
+        // 1,000 B/s: the loop would need a second to earn back one packet, so a slow (loaded)
+        // run cannot pass a 21st.
+        l.set_override(mapped(CONTAINER), BucketParams::new(1_000, 20_000));
         let up = frame(CONTAINER, REMOTE);
         let passed = (0..30).filter(|_| l.upload(&up) == TC_ACT_UNSPEC).count();
         assert_eq!(passed, 20, "the override's 20,000-byte burst");

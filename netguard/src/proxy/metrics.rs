@@ -1,13 +1,14 @@
 //! Request counters of the proxy, per app: requests by status class and a duration histogram.
 //!
-//! Everything is a relaxed atomic: a request that finishes adds to its app's counters without
-//! a lock once the app has been seen (the first request of a new app name takes a write lock
-//! to add it). Apps removed by a reload keep their counters, as Prometheus expects of counters.
+//! Every worker thread counts in its own shard of relaxed atomics, summed on reading: a request
+//! that finishes adds to its app's counters under its worker's uncontended read lock (the
+//! first request of a new app name on a worker takes the write lock to add it). Apps removed by
+//! a reload keep their counters, as Prometheus expects of counters.
 
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, PoisonError, RwLock,
+        PoisonError, RwLock,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
@@ -84,35 +85,57 @@ impl AppMetrics {
     }
 }
 
-/// The proxy's counters, hung off its shared state.
+/// One worker's counters by app name, on its own cache lines: workers never write the same
+/// line per request.
 #[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    apps: RwLock<BTreeMap<String, AppMetrics>>,
+}
+
+/// The proxy's counters, hung off its shared state: one shard per worker thread, summed when
+/// read.
+#[derive(Debug)]
 pub struct ProxyMetrics {
-    apps: RwLock<BTreeMap<String, Arc<AppMetrics>>>,
+    shards: Box<[Shard]>,
     /// Connections answered 503 and closed because a connection cap was reached.
     refused: AtomicU64,
 }
 
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
 impl ProxyMetrics {
-    /// Counts one finished request (called where the router log line is written).
+    /// Counters for `workers` worker threads.
+    pub fn new(workers: usize) -> Self {
+        ProxyMetrics {
+            shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one finished request (called where the router log line is written) in the
+    /// calling worker's shard.
     pub fn record(&self, app: Option<&str>, status: u16, duration: Duration) {
         let name = app.unwrap_or(NO_APP);
-        let known = self
+        let shard = &self.shards[super::state::worker().min(self.shards.len() - 1)];
+        {
+            let apps = shard.apps.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(m) = apps.get(name) {
+                m.record(status, duration);
+                return;
+            }
+        }
+        shard
             .apps
-            .read()
+            .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned();
-        let metrics = match known {
-            Some(m) => m,
-            None => self
-                .apps
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(name.to_owned())
-                .or_default()
-                .clone(),
-        };
-        metrics.record(status, duration);
+            .entry(name.to_owned())
+            .or_default()
+            .record(status, duration);
     }
 
     pub fn count_refused(&self) {
@@ -123,20 +146,53 @@ impl ProxyMetrics {
         self.refused.load(Relaxed)
     }
 
-    /// Every app seen so far, by name.
+    /// Every app seen so far, by name (sorted), summed over the workers.
     pub fn read(&self) -> Vec<(String, AppReading)> {
-        self.apps
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(name, m)| (name.clone(), m.read()))
-            .collect()
+        let mut sum: BTreeMap<String, AppReading> = BTreeMap::new();
+        for shard in &self.shards {
+            let apps = shard.apps.read().unwrap_or_else(PoisonError::into_inner);
+            for (name, m) in apps.iter() {
+                let r = m.read();
+                let total = sum.entry(name.clone()).or_default();
+                for (t, x) in total.by_class.iter_mut().zip(r.by_class) {
+                    *t += x;
+                }
+                for (t, x) in total.cumulative.iter_mut().zip(r.cumulative) {
+                    *t += x;
+                }
+                total.sum_seconds += r.sum_seconds;
+            }
+        }
+        sum.into_iter().collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_are_summed() {
+        let m = ProxyMetrics::new(2);
+        m.record(Some("shop"), 200, Duration::from_millis(3));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                crate::proxy::state::set_worker(1);
+                m.record(Some("shop"), 500, Duration::from_millis(30));
+                m.record(Some("blog"), 200, Duration::from_millis(3));
+            });
+        });
+        // Worker 1 counted in its own shard.
+        assert_eq!(m.shards[1].apps.read().unwrap().len(), 2);
+        let r = m.read();
+        let names: Vec<&str> = r.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["blog", "shop"]);
+        assert_eq!(r[1].1.by_class, [0, 1, 0, 0, 1, 0]);
+        assert_eq!(r[1].1.count(), 2);
+        assert_eq!(r[1].1.cumulative[0], 1);
+        assert!((r[1].1.sum_seconds - 0.033).abs() < 1e-9);
+        assert_eq!(r[0].1.count(), 1);
+    }
 
     #[test]
     fn classes_buckets_and_sum() {

@@ -148,9 +148,15 @@ std::thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Marks the calling thread as proxy worker `index`: its connections use that worker's pool.
+/// Marks the calling thread as proxy worker `index`: its connections use that worker's pool
+/// and metrics shard.
 pub fn set_worker(index: usize) {
     WORKER.set(index);
+}
+
+/// The calling thread's worker index (0 off the worker threads).
+pub fn worker() -> usize {
+    WORKER.get()
 }
 
 /// State shared by every connection and every snapshot.
@@ -193,7 +199,7 @@ impl Shared {
             load: Arc::default(),
             pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
             log,
-            metrics: ProxyMetrics::default(),
+            metrics: ProxyMetrics::new(workers),
             connections: Mutex::new(Connections::default()),
             draining: watch::Sender::new(false),
             is_draining: AtomicBool::new(false),
@@ -202,7 +208,7 @@ impl Shared {
 
     /// The calling worker's backend pool (the first one off the worker threads).
     pub fn pool(&self) -> &Pool {
-        let i = WORKER.get().min(self.pools.len() - 1);
+        let i = worker().min(self.pools.len() - 1);
         &self.pools[i]
     }
 
