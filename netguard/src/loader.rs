@@ -526,17 +526,74 @@ pub fn detach(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
     for name in maps::ALL {
         remove(paths.map(name))?;
     }
-    for dir in [paths.maps_dir(), paths.root().to_path_buf()] {
+    // Maps an older netguard pinned under an earlier layout's directory (`maps-v2`, …) that
+    // this version no longer reads: nothing else would ever unpin them.
+    let stale = stale_map_dirs(paths);
+    for dir in &stale {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            remove(entry.path())?;
+        }
+    }
+    for dir in stale
+        .into_iter()
+        .chain([paths.maps_dir(), paths.root().to_path_buf()])
+    {
         match fs::remove_dir(&dir) {
             Ok(()) => removed.push(dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // The pin root holds something not netguard's: it stays, with that.
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && dir == paths.root() => {}
             Err(source) => return Err(LoadError::Remove { path: dir, source }),
         }
     }
     Ok(removed)
 }
 
+/// Map directories of other layout versions than [`maps::MAPS_DIR`] under the pin root.
+fn stale_map_dirs(paths: &PinPaths) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(paths.root()) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("maps-v") && name != maps::MAPS_DIR && e.path().is_dir()
+        })
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 /// Whether an earlier run left a pinned XDP link (the filter is enforcing without a daemon).
 pub fn is_attached(paths: &PinPaths) -> bool {
     Path::new(&paths.xdp_link()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_removes_maps_pinned_under_an_older_layout() {
+        let root = std::env::temp_dir().join(format!("ng-detach-{}", std::process::id()));
+        let old = root.join("maps-v2");
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("NG_CONFIG"), b"").unwrap();
+        fs::write(old.join("NG_DENY_V4"), b"").unwrap();
+        let unrelated = root.join("notes");
+        fs::create_dir_all(&unrelated).unwrap();
+        let paths = PinPaths::new(&root);
+        fs::create_dir_all(paths.maps_dir()).unwrap();
+
+        let removed = detach(&paths).unwrap();
+        assert!(!old.exists(), "{removed:?}");
+        assert!(removed.contains(&old.join("NG_CONFIG")));
+        assert!(!paths.maps_dir().exists());
+        // Not netguard's: left alone, and so is the root that still holds it.
+        assert!(unrelated.exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
 }
