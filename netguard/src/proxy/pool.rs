@@ -4,7 +4,8 @@
 //! framing (Content-Length, chunked, or no body) was read completely, with no byte after it, and
 //! whose backend did not say `Connection: close` (see `conn`). It is taken back out newest first
 //! (the one least likely to have been closed by the backend's own idle timeout), after a
-//! non-blocking peek: a connection with unread bytes or an end-of-stream waiting is discarded
+//! check of its read readiness (a peek when that is inconclusive, see `is_quiet`): a connection
+//! with unread bytes or an end-of-stream waiting is discarded
 //! instead of used, so a response nobody asked for can never be read as the answer to a new
 //! request.
 //!
@@ -21,6 +22,7 @@ use std::{
     mem::MaybeUninit,
     net::SocketAddr,
     sync::{Mutex, PoisonError},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -184,9 +186,25 @@ impl Pool {
     }
 }
 
-/// Nothing to read and no end-of-stream pending: a peek on the (non-blocking) socket would
-/// block. Bytes or a close waiting mean the backend is done with this connection.
+/// Nothing to read and no end-of-stream pending. Bytes or a close waiting mean the backend is
+/// done with this connection.
+///
+/// The event loop already knows, without a system call (as nginx's idle upstream connections
+/// do): tokio clears a socket's read readiness when a read comes back short or would block, so
+/// a connection with no readiness since its response was read has had nothing arrive, not even
+/// a FIN, as of the worker's last poll of its events. Readiness left from a read that filled
+/// its buffer exactly proves nothing either way: then a peek decides.
 fn is_quiet(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => peek_is_quiet(stream),
+    }
+}
+
+/// A peek on the (non-blocking) socket would block.
+fn peek_is_quiet(stream: &TcpStream) -> bool {
     let mut byte = [MaybeUninit::<u8>::uninit(); 1];
     matches!(SockRef::from(stream).peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
@@ -287,6 +305,25 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(pool.take(a, now, &LIMITS).is_none(), "unsolicited bytes");
         assert_eq!(pool.idle_count(), 0);
+
+        // Readiness left set by a read that filled its buffer exactly: the peek finds the
+        // connection quiet, and it is handed out.
+        let (mut c, mut s) = pair(&listener).await;
+        s.write_all(b"HTTP").await.unwrap();
+        let mut four = [0u8; 4];
+        tokio::io::AsyncReadExt::read_exact(&mut c, &mut four)
+            .await
+            .unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(c.poll_read_ready(&mut cx).is_ready(), "readiness still set");
+        assert!(pool.put(a, c, now, &LIMITS));
+        assert!(pool.take(a, now, &LIMITS).is_some(), "quiet after the peek");
+        // And with nothing ever read, nothing is ready: quiet without a peek.
+        let (c, _s) = pair(&listener).await;
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(c.poll_read_ready(&mut cx).is_pending());
+        assert!(pool.put(a, c, now, &LIMITS));
+        assert!(pool.take(a, now, &LIMITS).is_some(), "quiet");
 
         let (c, _s) = pair(&listener).await;
         assert!(pool.put(a, c, now, &LIMITS));
