@@ -89,8 +89,26 @@ pub struct Measured {
     pub cpu: Duration,
 }
 
+/// One side-by-side run: netguard and `other` loaded at the same time, each by its own wrk.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    pub other: Kind,
+    pub tls: bool,
+    pub round: usize,
+    pub netguard: WrkResult,
+    pub theirs: WrkResult,
+}
+
+impl Pair {
+    /// netguard's requests over the other proxy's, in the same seconds.
+    pub fn ratio(&self) -> f64 {
+        self.netguard.requests as f64 / self.theirs.requests.max(1) as f64
+    }
+}
+
 pub struct Results {
     pub runs: Vec<Measured>,
+    pub pairs: Vec<Pair>,
     pub idle: Vec<(Kind, idle::Idle)>,
     pub secs: u64,
     pub rounds: usize,
@@ -235,9 +253,60 @@ fn run() -> Result<()> {
         nginx.alive()?;
         haproxy.alive()?;
     }
+    let mut pairs = Vec::new();
+    let others: &[Kind] = &proxies[1..];
+    for round in 1..=rounds {
+        for tls in [false, true]
+            .into_iter()
+            .filter(|t| quick.is_none_or(|q| q == *t))
+        {
+            for &other in others {
+                let proto = if tls { "TLS" } else { "HTTP" };
+                step(format!(
+                    "side by side {round}/{rounds}: netguard and {} at once over {proto}, {secs} s",
+                    other.name()
+                ));
+                let url = |k: Kind| match tls {
+                    false => format!("http://{HOST}:{}/", k.http().port()),
+                    true => format!("https://{HOST}:{}/", k.https().map_or(0, |a| a.port())),
+                };
+                let (ng_url, their_url) = (url(Kind::Netguard), url(other));
+                let (ng, theirs) = std::thread::scope(|scope| {
+                    let ng = scope.spawn(|| wrk::run(&sb.edge, &script, &ng_url, HOST, secs));
+                    let theirs =
+                        scope.spawn(|| wrk::run(&sb.edge, &script, &their_url, HOST, secs));
+                    (ng.join(), theirs.join())
+                });
+                let joined = |r: std::thread::Result<Result<WrkResult>>| {
+                    r.map_err(|_| anyhow::anyhow!("a wrk thread panicked"))?
+                };
+                let pair = Pair {
+                    other,
+                    tls,
+                    round,
+                    netguard: joined(ng)?,
+                    theirs: joined(theirs)?,
+                };
+                println!(
+                    "    netguard {:>9.0} req/s p99 {:.2} ms | {} {:>9.0} req/s p99 {:.2} ms | {:.2}×",
+                    pair.netguard.rps(),
+                    pair.netguard.p99_us / 1000.0,
+                    other.name(),
+                    pair.theirs.rps(),
+                    pair.theirs.p99_us / 1000.0,
+                    pair.ratio()
+                );
+                pairs.push(pair);
+            }
+        }
+    }
+    backend.alive()?;
+    nginx.alive()?;
+    haproxy.alive()?;
     drop(daemon);
     let results = Results {
         runs,
+        pairs,
         idle: idles,
         secs,
         rounds,
