@@ -45,6 +45,7 @@ use tokio::{
 };
 
 use super::{
+    buffers::Buf,
     chunked::{self, ChunkError, ChunkedDecoder, Step},
     forward::{self, ClientInfo},
     framing::{BodyFraming, Reject, RequestHead, Scan, head_capacity, parse_request, scan_head},
@@ -697,7 +698,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         s: &Settings,
         tally: &mut Tally,
     ) -> Result<(Next, bool), RelayFailure> {
-        let mut bbuf: Vec<u8> = Vec::with_capacity(MIN_BUFFER);
+        let mut bbuf = Buf::with_capacity(MIN_BUFFER);
         let mut interim = false;
         let deadline = Instant::now() + s.response_timeout;
         let (resp, len) = loop {
@@ -719,7 +720,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             // parse_response refuses heads past MAX_RESPONSE_HEAD, so this stays bounded.
             bbuf.reserve(MIN_BUFFER);
-            match timeout_at(deadline.into(), backend.read_buf(&mut bbuf)).await {
+            match timeout_at(deadline.into(), backend.read_buf(&mut *bbuf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) if bbuf.is_empty() && !interim => {
                     return Err(RelayFailure::Stale);
                 }
@@ -737,7 +738,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if head.upgrade.is_none() {
                 return Err(RelayFailure::Head(502, "101 without an upgrade request"));
             }
-            return Ok((self.tunnel(backend, &resp, bbuf, s, tally).await?, false));
+            return Ok((
+                self.tunnel(backend, &resp, bbuf.into_vec(), s, tally)
+                    .await?,
+                false,
+            ));
         }
 
         let framing = client_framing(resp.body, head.version);
@@ -767,7 +772,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         body: ResponseBody,
         framing: ClientFraming,
         mut out: Vec<u8>,
-        mut pending: Vec<u8>,
+        mut pending: Buf,
         s: &Settings,
         tally: &mut Tally,
     ) -> Result<bool, RelayFailure> {

@@ -16,6 +16,7 @@
 //! | [`metrics`] | request counters and duration histograms per app |
 //! | [`upstream`] | round-robin, ejection, connect with retries |
 //! | [`pool`] | idle keep-alive connections to backends |
+//! | `buffers` | per-worker recycling of response-head buffers |
 //! | [`state`] | the swappable snapshot of routes and settings; connection caps |
 //! | `conn` | one client connection's request loop |
 //! | [`tls`] | TLS termination: certificates by SNI (rustls, ring) |
@@ -29,6 +30,7 @@
 //! atomically), and [`serve`] runs it on the caller's runtime until a shutdown future resolves.
 //!
 
+mod buffers;
 pub mod chunked;
 mod conn;
 pub mod forward;
