@@ -177,7 +177,9 @@ pub struct Shared {
     connections: Mutex<Connections>,
     /// Set once when the proxy drains: kept-alive connections close after their current
     /// response, idle ones at once.
-    draining: watch::Sender<bool>,
+    /// One channel per worker (waiting on a shared one would put every request of every worker
+    /// through the same waiter-list lock).
+    draining: Box<[watch::Sender<bool>]>,
     /// `draining`'s value, read per request without the channel's lock.
     is_draining: AtomicBool,
 }
@@ -201,7 +203,9 @@ impl Shared {
             log,
             metrics: ProxyMetrics::new(workers),
             connections: Mutex::new(Connections::default()),
-            draining: watch::Sender::new(false),
+            draining: (0..workers.max(1))
+                .map(|_| watch::Sender::new(false))
+                .collect(),
             is_draining: AtomicBool::new(false),
         }
     }
@@ -220,7 +224,9 @@ impl Shared {
     /// Starts draining (see [`Shared::draining`]).
     pub fn start_drain(&self) {
         self.is_draining.store(true, Ordering::Release);
-        self.draining.send_replace(true);
+        for worker in &self.draining {
+            worker.send_replace(true);
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -229,7 +235,7 @@ impl Shared {
 
     /// A receiver whose value turns `true` when draining starts.
     pub fn draining(&self) -> watch::Receiver<bool> {
-        self.draining.subscribe()
+        self.draining[worker().min(self.draining.len() - 1)].subscribe()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
