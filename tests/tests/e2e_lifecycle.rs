@@ -243,6 +243,11 @@ fn each_worker_pools_its_own_backend_connections() {
         used, workers as usize,
         "{n} sequential requests over {workers} workers opened {used} backend connections"
     );
+    // The last connection goes back to its pool just after its answer reached the client.
+    let deadline = Instant::now() + T;
+    while proxy.idle_backend_connections() < workers as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(proxy.idle_backend_connections(), workers as usize);
     let total: usize = backend.requests().iter().map(Vec::len).sum();
     assert_eq!(total, n, "each request reached the backend exactly once");
