@@ -212,11 +212,7 @@ fn run() -> Result<()> {
                 order.reverse();
             }
             for kind in order {
-                let url = match (tls, kind.https()) {
-                    (false, _) => format!("http://{HOST}:{}/", kind.http().port()),
-                    (true, Some(a)) => format!("https://{HOST}:{}/", a.port()),
-                    (true, None) => continue,
-                };
+                let Some(url) = kind.url(tls) else { continue };
                 let host = if kind == Kind::Backend {
                     "backend"
                 } else {
@@ -266,11 +262,8 @@ fn run() -> Result<()> {
                     "side by side {round}/{rounds}: netguard and {} at once over {proto}, {secs} s",
                     other.name()
                 ));
-                let url = |k: Kind| match tls {
-                    false => format!("http://{HOST}:{}/", k.http().port()),
-                    true => format!("https://{HOST}:{}/", k.https().map_or(0, |a| a.port())),
-                };
-                let (ng_url, their_url) = (url(Kind::Netguard), url(other));
+                let url = |k: Kind| k.url(tls).context("a proxy without TLS");
+                let (ng_url, their_url) = (url(Kind::Netguard)?, url(other)?);
                 let (ng, theirs) = std::thread::scope(|scope| {
                     let ng = scope.spawn(|| wrk::run(&sb.edge, &script, &ng_url, HOST, secs));
                     let theirs =

@@ -121,7 +121,7 @@ impl ProxyMetrics {
     /// calling worker's shard.
     pub fn record(&self, app: Option<&str>, status: u16, duration: Duration) {
         let name = app.unwrap_or(NO_APP);
-        let shard = &self.shards[super::state::worker().min(self.shards.len() - 1)];
+        let shard = super::state::this_workers(&self.shards);
         {
             let apps = shard.apps.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(m) = apps.get(name) {

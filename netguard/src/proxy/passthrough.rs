@@ -30,7 +30,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::TcpStream,
     time::timeout_at,
 };
@@ -125,8 +125,10 @@ async fn forward(
     peer: SocketAddr,
 ) {
     let candidates = upstream::candidates(app, health, Instant::now());
-    let Some((mut backend, addr)) =
-        connect_fresh(&candidates, &hello, connect_timeout, eject_for, health).await
+    // The ClientHello goes out as the first bytes, through the same connect, retry and
+    // ejection as a proxied request's head.
+    let Ok((mut backend, addr)) =
+        upstream::connect_and_send(&candidates, &hello, connect_timeout, eject_for, health).await
     else {
         tracing::debug!(client = %peer, app = %app.name, "passthrough: no backend took the connection");
         return;
@@ -143,34 +145,6 @@ async fn forward(
         ended = ?copied.ended,
         "passthrough connection ended"
     );
-}
-
-/// Always a new connection (a TLS stream is never sent on a connection that carried anything
-/// else): the first live candidate that accepts and takes `first`; the others are ejected.
-async fn connect_fresh(
-    candidates: &[SocketAddr],
-    first: &[u8],
-    connect_timeout: Duration,
-    eject_for: Duration,
-    health: &Health,
-) -> Option<(TcpStream, SocketAddr)> {
-    for &backend in candidates {
-        let attempt = async {
-            let mut stream = TcpStream::connect(backend).await?;
-            let _ = stream.set_nodelay(true);
-            stream.write_all(first).await?;
-            Ok::<_, io::Error>(stream)
-        };
-        match tokio::time::timeout(connect_timeout, attempt).await {
-            Ok(Ok(stream)) => return Some((stream, backend)),
-            Ok(Err(e)) => {
-                tracing::warn!(%backend, error = %e, "passthrough backend connect failed; ejected")
-            }
-            Err(_) => tracing::warn!(%backend, "passthrough backend connect timed out; ejected"),
-        }
-        health.eject(backend, Instant::now() + eject_for);
-    }
-    None
 }
 
 /// A stream whose first reads return bytes already read from it.
@@ -221,7 +195,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, duplex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     use super::*;
 

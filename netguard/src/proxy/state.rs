@@ -154,9 +154,9 @@ pub fn set_worker(index: usize) {
     WORKER.set(index);
 }
 
-/// The calling thread's worker index (0 off the worker threads).
-pub fn worker() -> usize {
-    WORKER.get()
+/// The calling worker's entry of a per-worker table (the first one off the worker threads).
+pub fn this_workers<T>(per_worker: &[T]) -> &T {
+    &per_worker[WORKER.get().min(per_worker.len() - 1)]
 }
 
 /// State shared by every connection and every snapshot.
@@ -176,9 +176,8 @@ pub struct Shared {
     pub metrics: ProxyMetrics,
     connections: Mutex<Connections>,
     /// Set once when the proxy drains: kept-alive connections close after their current
-    /// response, idle ones at once.
-    /// One channel per worker (waiting on a shared one would put every request of every worker
-    /// through the same waiter-list lock).
+    /// response, idle ones at once. One channel per worker: waiting on a shared one would put
+    /// every request of every worker through the same waiter-list lock.
     draining: Box<[watch::Sender<bool>]>,
     /// `draining`'s value, read per request without the channel's lock.
     is_draining: AtomicBool,
@@ -212,8 +211,7 @@ impl Shared {
 
     /// The calling worker's backend pool (the first one off the worker threads).
     pub fn pool(&self) -> &Pool {
-        let i = worker().min(self.pools.len() - 1);
-        &self.pools[i]
+        this_workers(&self.pools)
     }
 
     /// Every worker's backend pool.
@@ -235,7 +233,7 @@ impl Shared {
 
     /// A receiver whose value turns `true` when draining starts.
     pub fn draining(&self) -> watch::Receiver<bool> {
-        self.draining[worker().min(self.draining.len() - 1)].subscribe()
+        this_workers(&self.draining).subscribe()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -46,6 +46,14 @@ impl Kind {
         }
     }
 
+    /// wrk's URL for the driven app (`None`: the backend has no TLS).
+    pub fn url(self, tls: bool) -> Option<String> {
+        match tls {
+            false => Some(format!("http://{HOST}:{}/", self.http().port())),
+            true => Some(format!("https://{HOST}:{}/", self.https()?.port())),
+        }
+    }
+
     pub fn https(self) -> Option<SocketAddr> {
         match self {
             Kind::Backend => None,
