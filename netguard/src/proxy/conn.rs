@@ -45,7 +45,7 @@ use tokio::{
 };
 
 use super::{
-    buffers::Buf,
+    buffers::{self, Buf},
     chunked::{self, ChunkError, ChunkedDecoder, Step},
     forward::{self, ClientInfo},
     framing::{BodyFraming, Reject, RequestHead, Scan, head_capacity, parse_request, scan_head},
@@ -65,10 +65,9 @@ pub const MIN_BUFFER: usize = 16 * 1024;
 /// client reads our answer rather than a reset.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// First allocation of the input buffer, on a fresh or idle connection: most request heads fit
-/// (nginx's `client_header_buffer_size` default is the same); it doubles as needed up to the
-/// head limit.
-const FIRST_READ: usize = 1024;
+/// First allocation of the input buffer, on a fresh or idle connection (recycled per worker);
+/// it doubles as needed up to the head limit.
+const FIRST_READ: usize = buffers::INPUT;
 
 /// The input buffer: unread client bytes live in `data[start..end]`. It grows on demand up to
 /// `limit` and is released whenever it holds nothing, so an idle keep-alive connection keeps
@@ -118,14 +117,16 @@ impl InBuf {
     /// Frees the memory while nothing is buffered (between requests).
     fn release(&mut self) {
         if self.is_empty() && !self.data.is_empty() {
-            self.data = Vec::new();
+            buffers::recycle_input(std::mem::take(&mut self.data));
         }
     }
 
     /// At least `want` bytes (within the limit) of room for the next read.
     fn reserve(&mut self, want: usize) {
         let want = want.min(self.limit);
-        if self.data.len() < want {
+        if self.data.is_empty() && want <= FIRST_READ && self.limit >= FIRST_READ {
+            self.data = buffers::input();
+        } else if self.data.len() < want {
             self.data.resize(want, 0);
         }
     }
@@ -145,6 +146,12 @@ impl InBuf {
         let n = io.read(&mut self.data[self.end..]).await?;
         self.end += n;
         Ok(n)
+    }
+}
+
+impl Drop for InBuf {
+    fn drop(&mut self) {
+        buffers::recycle_input(std::mem::take(&mut self.data));
     }
 }
 

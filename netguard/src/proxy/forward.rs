@@ -35,16 +35,16 @@ pub struct ClientInfo {
     pub trusted: bool,
 }
 
-fn is_forwarding_field(f: &Field) -> bool {
-    let name = f.name.as_bytes();
-    name.get(..12)
+fn is_forwarding_field(f: &Field<'_>) -> bool {
+    f.name
+        .get(..12)
         .is_some_and(|p| p.eq_ignore_ascii_case(b"x-forwarded-"))
         || f.is("forwarded")
         || f.is("x-real-ip")
 }
 
-fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -67,22 +67,22 @@ pub fn backend_head_for(
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    push_field(&mut out, "Host", head.authority.as_bytes());
+    push_field(&mut out, b"Host", head.authority.as_bytes());
     let mut xff: Vec<&[u8]> = Vec::new();
     let mut proto: Option<&[u8]> = None;
     let mut port: Option<&[u8]> = None;
-    for f in &head.fields {
-        if !is_forwarding_field(f) {
-            push_field(&mut out, &f.name, &f.value);
+    for f in head.fields.iter() {
+        if !is_forwarding_field(&f) {
+            push_field(&mut out, f.name, f.value);
         } else if client.trusted {
             if f.is("x-forwarded-for") {
-                xff.push(&f.value);
+                xff.push(f.value);
             } else if f.is("x-forwarded-proto") {
-                proto = proto.or(Some(&f.value));
+                proto = proto.or(Some(f.value));
             } else if f.is("x-forwarded-port") {
-                port = port.or(Some(&f.value));
+                port = port.or(Some(f.value));
             } else {
-                push_field(&mut out, &f.name, &f.value);
+                push_field(&mut out, f.name, f.value);
             }
         }
     }
@@ -95,30 +95,30 @@ pub fn backend_head_for(
     let _ = write!(out, "{}\r\n", client.addr);
     push_field(
         &mut out,
-        "X-Forwarded-Proto",
+        b"X-Forwarded-Proto",
         proto.unwrap_or(client.proto.as_bytes()),
     );
     match port {
-        Some(port) => push_field(&mut out, "X-Forwarded-Port", port),
+        Some(port) => push_field(&mut out, b"X-Forwarded-Port", port),
         None => {
             let _ = write!(out, "X-Forwarded-Port: {}\r\n", client.port);
         }
     }
-    push_field(&mut out, "X-Request-ID", request_id.as_bytes());
+    push_field(&mut out, b"X-Request-ID", request_id.as_bytes());
     match head.body {
         BodyFraming::Empty => {}
         BodyFraming::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
-        BodyFraming::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
+        BodyFraming::Chunked => push_field(&mut out, b"Transfer-Encoding", b"chunked"),
     }
     match &head.upgrade {
         Some(protocol) => {
-            push_field(&mut out, "Connection", b"upgrade");
-            push_field(&mut out, "Upgrade", protocol);
+            push_field(&mut out, b"Connection", b"upgrade");
+            push_field(&mut out, b"Upgrade", protocol);
         }
         None if reuse => {}
-        None => push_field(&mut out, "Connection", b"close"),
+        None => push_field(&mut out, b"Connection", b"close"),
     }
     out.extend_from_slice(b"\r\n");
     out

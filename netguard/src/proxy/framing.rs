@@ -188,18 +188,7 @@ impl BodyFraming {
     }
 }
 
-/// One end-to-end header field, name as received, value trimmed of surrounding whitespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
-    pub name: String,
-    pub value: Vec<u8>,
-}
-
-impl Field {
-    pub fn is(&self, name: &str) -> bool {
-        self.name.eq_ignore_ascii_case(name)
-    }
-}
+pub use super::fields::{Field, Fields};
 
 /// A validated request head in canonical parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +204,7 @@ pub struct RequestHead {
     /// End-to-end fields in order: without Host, Content-Length, Transfer-Encoding, Connection
     /// and the fields it names, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade, Expect and
     /// X-Request-ID.
-    pub fields: Vec<Field>,
+    pub fields: Fields,
     pub body: BodyFraming,
     /// HTTP/1.1 without `Connection: close`. (HTTP/1.0 connections are not kept.)
     pub keep_alive: bool,
@@ -232,40 +221,85 @@ impl RequestHead {
     }
 }
 
-/// Fields a proxy never forwards as received (RFC 9110 §7.6.1), lowercase.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// How the parser treats a request field, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    RequestId,
+    /// Hop-by-hop (RFC 9110 §7.6.1): never forwarded as received.
+    HopByHop,
+    /// End-to-end: forwarded.
+    Other,
+}
+
+fn kind(name: &[u8]) -> Kind {
+    const NAMED: [(&str, Kind); 11] = [
+        ("host", Kind::Host),
+        ("content-length", Kind::ContentLength),
+        ("transfer-encoding", Kind::TransferEncoding),
+        ("connection", Kind::Connection),
+        ("upgrade", Kind::Upgrade),
+        ("expect", Kind::Expect),
+        ("x-request-id", Kind::RequestId),
+        ("keep-alive", Kind::HopByHop),
+        ("proxy-connection", Kind::HopByHop),
+        ("te", Kind::HopByHop),
+        ("trailer", Kind::HopByHop),
+    ];
+    NAMED
+        .iter()
+        .find(|(n, _)| n.len() == name.len() && name.eq_ignore_ascii_case(n.as_bytes()))
+        .map_or(Kind::Other, |&(_, k)| k)
+}
+
+/// The first of a field's occurrences and how many there were: framing fields must occur once.
+#[derive(Default)]
+struct Seen<'a> {
+    first: Option<&'a [u8]>,
+    count: usize,
+}
+
+impl<'a> Seen<'a> {
+    fn add(&mut self, value: &'a [u8]) {
+        self.first = self.first.or(Some(value));
+        self.count += 1;
+    }
+
+    /// The value, if the field occurred exactly once.
+    fn one(&self) -> Option<&'a [u8]> {
+        self.first.filter(|_| self.count == 1)
+    }
+}
 
 /// Validates a complete head (as [`scan_head`] delimited it: no leading empty lines, ending in
 /// CRLF CRLF) and returns its canonical parts.
 pub fn parse_request(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, Reject> {
-    let lines: Vec<&[u8]> = head
+    let text = head
         .strip_suffix(b"\r\n\r\n")
-        .ok_or(bad("incomplete head"))?
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .collect();
-    let field_lines = lines.get(1..).unwrap_or_default();
-    if field_lines
-        .iter()
-        .any(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t'))
-    {
+        .ok_or(bad("incomplete head"))?;
+    let field_lines = || {
+        text.split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .skip(1)
+    };
+    if field_lines().any(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t')) {
         return Err(bad("obs-fold"));
     }
-    if field_lines.len() > MAX_FIELDS {
+    let count = field_lines().count();
+    if count > MAX_FIELDS {
         return Err(too_large("too many header fields"));
     }
 
-    let mut headers = vec![httparse::EMPTY_HEADER; field_lines.len()];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialized and on the stack: this runs for every request.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers[..count]) {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         Ok(_) => return Err(bad("incomplete head")),
         Err(e) => return Err(bad(httparse_reason(e))),
@@ -283,35 +317,35 @@ pub fn parse_request(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, Re
 
     // httparse trims whitespace around values; the framing rules need the raw text, so the
     // values are taken from the lines themselves (httparse has checked their characters).
-    let mut fields = Vec::with_capacity(field_lines.len());
-    let mut hosts = Vec::new();
-    let mut lengths = Vec::new();
-    let mut encodings = Vec::new();
-    let mut connection = Vec::new();
+    let mut fields = Fields::with_capacity(count, text.len());
+    let mut hosts = Seen::default();
+    let mut lengths = Seen::default();
+    let mut encodings = Seen::default();
+    let mut request_ids = Seen::default();
+    // Tokens of the Connection fields, compared case-insensitively.
+    let mut connection: Vec<&[u8]> = Vec::new();
     let mut upgrade = None;
     let mut expect_continue = false;
-    let mut request_ids = Vec::new();
-    for line in field_lines {
+    for line in field_lines() {
         let colon = line
             .iter()
             .position(|&b| b == b':')
             .ok_or(bad("field without colon"))?;
-        let name = std::str::from_utf8(&line[..colon]).map_err(|_| bad("field name"))?;
+        let name = &line[..colon];
         let raw_value = &line[colon + 1..];
         let value = trim_ows(raw_value);
-        let lower = name.to_ascii_lowercase();
-        match lower.as_str() {
-            "host" => hosts.push(value),
-            "content-length" => lengths.push(raw_value),
-            "transfer-encoding" => encodings.push(raw_value),
-            "connection" => connection.extend(
+        match kind(name) {
+            Kind::Host => hosts.add(value),
+            Kind::ContentLength => lengths.add(raw_value),
+            Kind::TransferEncoding => encodings.add(raw_value),
+            Kind::Connection => connection.extend(
                 value
                     .split(|&b| b == b',')
-                    .map(|t| String::from_utf8_lossy(trim_ows(t)).to_ascii_lowercase())
+                    .map(trim_ows)
                     .filter(|t| !t.is_empty()),
             ),
-            "upgrade" => upgrade = Some(value.to_vec()),
-            "expect" => {
+            Kind::Upgrade => upgrade = Some(value.to_vec()),
+            Kind::Expect => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
                     expect_continue = true;
                 } else {
@@ -321,22 +355,22 @@ pub fn parse_request(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, Re
                     });
                 }
             }
-            "x-request-id" => request_ids.push(value),
-            _ if HOP_BY_HOP.contains(&lower.as_str()) => {}
-            _ => fields.push(Field {
-                name: name.to_owned(),
-                value: value.to_vec(),
-            }),
+            Kind::RequestId => request_ids.add(value),
+            Kind::HopByHop => {}
+            Kind::Other => fields.push(name, value),
         }
     }
+    let named = |token: &[u8]| connection.iter().any(|t| t.eq_ignore_ascii_case(token));
     // Fields the client named in Connection are hop-by-hop too.
-    fields.retain(|f| !connection.iter().any(|t| f.name.eq_ignore_ascii_case(t)));
+    if !connection.is_empty() {
+        fields.retain(|f| !named(f.name));
+    }
 
     let (target, authority) = parse_target(method, raw_target)?;
-    let host_value = match hosts.as_slice() {
-        [] => return Err(bad("missing Host")),
-        [one] => *one,
-        _ => return Err(bad("duplicate Host")),
+    let host_value = match (hosts.one(), hosts.count) {
+        (Some(one), _) => one,
+        (None, 0) => return Err(bad("missing Host")),
+        (None, _) => return Err(bad("duplicate Host")),
     };
     let (authority, host) = match authority {
         // Absolute-form: its authority wins over Host (RFC 9112 §3.2.2), which must still be valid.
@@ -347,21 +381,19 @@ pub fn parse_request(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, Re
         None => parse_authority(host_value)?,
     };
 
-    let body = match (encodings.as_slice(), lengths.as_slice()) {
-        ([], []) => BodyFraming::Empty,
-        ([], [one]) => BodyFraming::Length(parse_content_length(one)?),
-        ([], _) => return Err(bad("duplicate Content-Length")),
-        (_, [_, ..]) => return Err(bad("Content-Length with Transfer-Encoding")),
-        ([_], []) if version == Version::Http10 => {
+    let body = match (encodings.count, lengths.one()) {
+        (0, _) if lengths.count == 0 => BodyFraming::Empty,
+        (0, Some(one)) => BodyFraming::Length(parse_content_length(one)?),
+        (0, None) => return Err(bad("duplicate Content-Length")),
+        _ if lengths.count > 0 => return Err(bad("Content-Length with Transfer-Encoding")),
+        (1, _) if version == Version::Http10 => {
             return Err(bad("Transfer-Encoding on HTTP/1.0"));
         }
-        ([one], []) => {
-            if !trim_sp(one).eq_ignore_ascii_case(b"chunked") {
-                return Err(bad("Transfer-Encoding other than chunked"));
-            }
-            BodyFraming::Chunked
-        }
-        (_, []) => return Err(bad("duplicate Transfer-Encoding")),
+        _ => match encodings.one() {
+            Some(one) if trim_sp(one).eq_ignore_ascii_case(b"chunked") => BodyFraming::Chunked,
+            Some(_) => return Err(bad("Transfer-Encoding other than chunked")),
+            None => return Err(bad("duplicate Transfer-Encoding")),
+        },
     };
     if let BodyFraming::Length(n) = body
         && n > limits.max_body
@@ -372,16 +404,14 @@ pub fn parse_request(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, Re
         });
     }
 
-    let keep_alive = version == Version::Http11 && !connection.iter().any(|t| t == "close");
-    let upgrade = upgrade.filter(|_| {
-        version == Version::Http11
-            && body == BodyFraming::Empty
-            && connection.iter().any(|t| t == "upgrade")
-    });
-    let request_id = match request_ids.as_slice() {
-        [one] if valid_request_id(one) => std::str::from_utf8(one).ok().map(str::to_owned),
-        _ => None,
-    };
+    let keep_alive = version == Version::Http11 && !named(b"close");
+    let upgrade = upgrade
+        .filter(|_| version == Version::Http11 && body == BodyFraming::Empty && named(b"upgrade"));
+    let request_id = request_ids
+        .one()
+        .filter(|id| valid_request_id(id))
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .map(str::to_owned);
     Ok(RequestHead {
         method: method.to_owned(),
         target,

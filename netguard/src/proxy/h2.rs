@@ -72,7 +72,7 @@ use super::{
     chunked::{self, ChunkedDecoder, Step},
     forward::{self, ClientInfo},
     framing::{
-        BodyFraming, Field, HeadLimits, MAX_FIELDS, Reject, RequestHead, Version, parse_authority,
+        BodyFraming, Fields, HeadLimits, MAX_FIELDS, Reject, RequestHead, Version, parse_authority,
         parse_content_length, valid_request_id,
     },
     log::Record,
@@ -175,25 +175,19 @@ pub fn request_head(
         });
     }
 
-    let mut fields = Vec::with_capacity(parts.headers.len());
+    let mut fields = Fields::with_capacity(parts.headers.len(), 0);
     let mut cookies: Vec<&[u8]> = Vec::new();
     for (name, value) in &parts.headers {
         match name.as_str() {
             "host" | "content-length" | "transfer-encoding" | "connection" | "keep-alive"
             | "proxy-connection" | "te" | "trailer" | "upgrade" | "expect" | "x-request-id" => {}
             "cookie" => cookies.push(value.as_bytes()),
-            other => fields.push(Field {
-                name: other.to_owned(),
-                value: value.as_bytes().to_vec(),
-            }),
+            other => fields.push(other.as_bytes(), value.as_bytes()),
         }
     }
     // HTTP/2 splits cookies into crumbs; HTTP/1.1 wants one field (RFC 9113 §8.2.3).
     if !cookies.is_empty() {
-        fields.push(Field {
-            name: "cookie".into(),
-            value: cookies.join(&b"; "[..]),
-        });
+        fields.push(b"cookie", &cookies.join(&b"; "[..]));
     }
     let mut ids = parts.headers.get_all("x-request-id").iter();
     let request_id = match (ids.next(), ids.next()) {
@@ -591,10 +585,10 @@ async fn proxy(mut ex: Exchange, snap: &Snapshot, head: RequestHead) -> Response
         http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     let headers = out.headers_mut();
     let mut head_size = 12usize;
-    for f in &resp.fields {
+    for f in resp.fields.iter() {
         if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(f.name.as_bytes()),
-            HeaderValue::from_bytes(&f.value),
+            HeaderName::from_bytes(f.name),
+            HeaderValue::from_bytes(f.value),
         ) {
             head_size += f.name.len() + f.value.len() + 4;
             headers.append(name, value);
@@ -831,9 +825,9 @@ mod tests {
         assert_eq!(head.target, "/a?b=1");
         assert_eq!(head.body, BodyFraming::Empty);
         assert_eq!(head.request_id.as_deref(), Some("abc-1"));
-        let names: Vec<&str> = head.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["user-agent", "cookie"]);
-        assert_eq!(head.fields[1].value, b"a=1; b=2");
+        let names: Vec<&[u8]> = head.fields.iter().map(|f| f.name).collect();
+        assert_eq!(names, [&b"user-agent"[..], b"cookie"]);
+        assert_eq!(head.fields.get(1).map(|f| f.value), Some(&b"a=1; b=2"[..]));
 
         let head = request_head(
             &parts(get("/x").header("host", "a.example")),

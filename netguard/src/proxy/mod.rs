@@ -33,6 +33,7 @@
 mod buffers;
 pub mod chunked;
 mod conn;
+mod fields;
 pub mod forward;
 pub mod framing;
 pub mod h2;

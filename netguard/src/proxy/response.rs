@@ -6,7 +6,7 @@
 
 use std::io::Write as _;
 
-use super::framing::{Field, Version, parse_content_length};
+use super::framing::{Fields, Version, parse_content_length};
 
 /// Largest response head read from a backend; a longer one is a 502.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -28,10 +28,11 @@ pub enum ResponseBody {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
     pub status: u16,
+    /// Empty when it is the status's standard phrase (most responses: no allocation).
     pub reason: String,
     /// End-to-end fields (hop-by-hop ones, Content-Length and Transfer-Encoding removed; for a
     /// 101 the Upgrade field is kept).
-    pub fields: Vec<Field>,
+    pub fields: Fields,
     pub body: ResponseBody,
     /// The validated Content-Length of a body-less response (HEAD, 304), passed on as metadata.
     pub content_length: Option<u64>,
@@ -91,48 +92,56 @@ pub fn parse_response(
             r.bytes()
                 .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
         })
-        .unwrap_or("")
-        .to_owned();
+        .unwrap_or("");
+    let reason = if reason == super::pages::reason(status) {
+        String::new()
+    } else {
+        reason.to_owned()
+    };
 
-    let mut connection: Vec<String> = Vec::new();
-    let mut lengths = Vec::new();
+    let headers = &*resp.headers;
+    // Tokens of the Connection fields, compared case-insensitively.
+    let connection = || {
+        headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b',').map(trim))
+    };
+    let named = |token: &str| connection().any(|t| t.eq_ignore_ascii_case(token.as_bytes()));
+    let mut content_length = None;
+    let mut lengths_differ = false;
     let mut chunked = None;
-    let mut fields = Vec::new();
-    for h in resp.headers.iter() {
+    let mut fields = Fields::with_capacity(headers.len(), len);
+    for h in headers {
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
         if is("content-length") {
-            lengths.push(parse_content_length(h.value).map_err(|_| BadResponse::Framing)?);
+            let n = parse_content_length(h.value).map_err(|_| BadResponse::Framing)?;
+            lengths_differ |= content_length.is_some_and(|first| first != n);
+            content_length = content_length.or(Some(n));
         } else if is("transfer-encoding") {
             // Chunked is the final coding or the body runs to close (RFC 9112 §6.3).
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
         } else if is("connection") {
-            connection.extend(
-                h.value
-                    .split(|&b| b == b',')
-                    .map(|t| String::from_utf8_lossy(trim(t)).to_ascii_lowercase()),
-            );
+            // Hop-by-hop; its tokens are read from `headers` where they matter.
         } else if (is("upgrade") && status == 101)
             || !["keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
                 .iter()
                 .any(|hop| is(hop))
         {
-            fields.push(Field {
-                name: h.name.to_owned(),
-                value: h.value.to_vec(),
-            });
+            fields.push(h.name.as_bytes(), h.value);
         }
     }
     // Fields named in Connection are hop-by-hop, except the Upgrade of a 101 we pass on.
-    fields.retain(|f| {
-        (status == 101 && f.is("upgrade"))
-            || !connection.iter().any(|t| f.name.eq_ignore_ascii_case(t))
-    });
-    let content_length = match lengths.as_slice() {
-        [] => None,
-        [first, rest @ ..] if rest.iter().all(|n| n == first) => Some(*first),
-        _ => return Err(BadResponse::Framing),
-    };
+    if connection().next().is_some() {
+        fields.retain(|f| {
+            (status == 101 && f.is("upgrade"))
+                || !connection().any(|t| f.name.eq_ignore_ascii_case(t))
+        });
+    }
+    if lengths_differ {
+        return Err(BadResponse::Framing);
+    }
     let body = if request_is_head || (100..200).contains(&status) || status == 204 || status == 304
     {
         ResponseBody::None
@@ -148,9 +157,9 @@ pub fn parse_response(
         ResponseBody::UntilClose
     };
     let keep_alive = if resp.version == Some(1) {
-        !connection.iter().any(|t| t == "close")
+        !named("close")
     } else {
-        connection.iter().any(|t| t == "keep-alive")
+        named("keep-alive")
     };
     let content_length = match body {
         ResponseBody::None if chunked.is_none() && status != 204 && status >= 200 => content_length,
@@ -217,10 +226,10 @@ pub fn client_head(
     };
     // Writing to a Vec cannot fail; `write!` formats in place (this runs for every response).
     let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", head.status);
-    for f in &head.fields {
-        out.extend_from_slice(f.name.as_bytes());
+    for f in head.fields.iter() {
+        out.extend_from_slice(f.name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(&f.value);
+        out.extend_from_slice(f.value);
         out.extend_from_slice(b"\r\n");
     }
     match framing {
@@ -365,5 +374,12 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nX-Request-ID: r1\r\nConnection: close\r\n\r\n"
         );
+        // The standard phrase is not stored (no allocation) and comes back the same.
+        let (head, _) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.reason.is_empty());
+        let out = client_head(&head, ClientFraming::Length(0), true, &[]);
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
     }
 }
