@@ -154,6 +154,11 @@ pub fn set_worker(index: usize) {
     WORKER.set(index);
 }
 
+/// The calling thread's worker index (0 off the worker threads).
+pub fn worker() -> usize {
+    WORKER.get()
+}
+
 /// The calling worker's entry of a per-worker table (the first one off the worker threads).
 pub fn this_workers<T>(per_worker: &[T]) -> &T {
     &per_worker[WORKER.get().min(per_worker.len() - 1)]
