@@ -215,6 +215,14 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         action = ?cfg.xdp.action,
         "netguard ready"
     );
+    match loader::remove_stale_maps(&paths) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => info!(
+            removed = removed.len(),
+            "unpinned the maps of an older netguard's layout"
+        ),
+        Err(e) => warn!("maps of an older netguard's layout stay pinned: {e}"),
+    }
     admin.set_ready(true);
     let mut state = Running {
         config_path: config_path.to_path_buf(),

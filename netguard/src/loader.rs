@@ -526,23 +526,37 @@ pub fn detach(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
     for name in maps::ALL {
         remove(paths.map(name))?;
     }
-    // Maps an older netguard pinned under an earlier layout's directory (`maps-v2`, …) that
-    // this version no longer reads: nothing else would ever unpin them.
-    let stale = stale_map_dirs(paths);
-    for dir in &stale {
-        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-            remove(entry.path())?;
-        }
-    }
-    for dir in stale
-        .into_iter()
-        .chain([paths.maps_dir(), paths.root().to_path_buf()])
-    {
+    removed.extend(remove_stale_maps(paths)?);
+    for dir in [paths.maps_dir(), paths.root().to_path_buf()] {
         match fs::remove_dir(&dir) {
             Ok(()) => removed.push(dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             // The pin root holds something not netguard's: it stays, with that.
             Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && dir == paths.root() => {}
+            Err(source) => return Err(LoadError::Remove { path: dir, source }),
+        }
+    }
+    Ok(removed)
+}
+
+/// Unpins the maps an older netguard pinned under an earlier layout's directory (`maps-v2`, …):
+/// this version never reads them and nothing else would remove them. `run` calls it once its
+/// own programs are attached (the old ones, the maps' last users, are gone then), `detach`
+/// too. Returns what it removed.
+pub fn remove_stale_maps(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
+    let mut removed = Vec::new();
+    for dir in stale_map_dirs(paths) {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(LoadError::Remove { path, source }),
+            }
+        }
+        match fs::remove_dir(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(LoadError::Remove { path: dir, source }),
         }
     }
@@ -594,6 +608,25 @@ mod tests {
         assert!(!paths.maps_dir().exists());
         // Not netguard's: left alone, and so is the root that still holds it.
         assert!(unrelated.exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_start_unpins_only_the_maps_of_older_layouts() {
+        let root = std::env::temp_dir().join(format!("ng-stale-{}", std::process::id()));
+        let old = root.join("maps-v1");
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("NG_CONFIG"), b"").unwrap();
+        let paths = PinPaths::new(&root);
+        fs::create_dir_all(paths.maps_dir()).unwrap();
+        let current = paths.maps_dir().join("NG_CONFIG");
+        fs::write(&current, b"").unwrap();
+
+        let removed = remove_stale_maps(&paths).unwrap();
+        assert_eq!(removed, [old.join("NG_CONFIG"), old.clone()]);
+        assert!(!old.exists());
+        assert!(current.exists(), "this version's maps stay");
+        assert_eq!(remove_stale_maps(&paths).unwrap(), Vec::<PathBuf>::new());
         fs::remove_dir_all(&root).unwrap();
     }
 }
