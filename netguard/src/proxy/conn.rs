@@ -18,8 +18,9 @@
 //!   `max_header_line_bytes + max_header_section_bytes + 4` = 40,964 bytes (at least
 //!   [`MIN_BUFFER`]); request bodies are read through it, [`MIN_BUFFER`] at a time. It starts
 //!   at [`FIRST_READ`] (1 KiB) and doubles only when a head needs more, and is freed whenever it
-//!   is empty: an idle keep-alive connection holds that first 1 KiB read and its small task
-//!   state (the state of a request in progress is boxed and freed with it), nothing more;
+//!   is empty; an idle keep-alive connection waits for readability before taking it (plain
+//!   TCP, see [`Idle`]), so it holds only its small task state (about 1 KiB: the state of a
+//!   request in progress is boxed and freed with it);
 //! - while a request body is forwarded: one output buffer of [`MIN_BUFFER`] (16 KiB) plus
 //!   chunk framing;
 //! - the backend response head: at most [`MAX_RESPONSE_HEAD`](super::response::MAX_RESPONSE_HEAD)
@@ -209,6 +210,26 @@ enum RelayFailure {
     Broken,
 }
 
+/// How a connection waits for its client's next request while idle.
+pub(crate) trait Idle {
+    /// Resolves once bytes (or the end of the stream) can be read: until then an idle
+    /// keep-alive connection holds no input buffer, as nginx's do.
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Idle for TcpStream {
+    async fn wait_readable(&self) -> io::Result<()> {
+        self.readable().await
+    }
+}
+
+impl<T: Sync> Idle for tokio_rustls::server::TlsStream<T> {
+    /// rustls may already hold decrypted bytes of the next request: read at once.
+    async fn wait_readable(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 pub(crate) struct Conn<S> {
     io: S,
     buf: InBuf,
@@ -220,7 +241,7 @@ pub(crate) struct Conn<S> {
     shared: Arc<Shared>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Idle> Conn<S> {
     pub(crate) fn new(
         io: S,
         peer: SocketAddr,
@@ -355,7 +376,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(t) => t + s.header_timeout,
                 None => Instant::now() + s.keepalive_timeout,
             };
-            let fill = timeout_at(deadline.into(), self.buf.fill(&mut self.io));
+            let idle = started.is_none() && self.buf.is_empty();
+            let (io, buf) = (&mut self.io, &mut self.buf);
+            let fill = timeout_at(deadline.into(), async move {
+                if idle {
+                    io.wait_readable().await?;
+                }
+                buf.fill(io).await
+            });
             let filled = if started.is_none() {
                 // Idle between requests: a drain closes the connection now.
                 let drained = tokio::select! {
