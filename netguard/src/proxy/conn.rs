@@ -219,7 +219,9 @@ pub(crate) trait Idle {
 
 impl Idle for TcpStream {
     async fn wait_readable(&self) -> io::Result<()> {
-        self.readable().await
+        // The poll form uses the stream's own reader slot; `readable()` would queue a waiter
+        // in the shared list of the socket's registration (a lock per request).
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
     }
 }
 
