@@ -670,11 +670,11 @@ mod tests {
         addr
     }
 
-    #[test]
-    fn drain_finishes_requests_in_flight_and_closes_idle_connections() {
-        let backend = slow_backend(Duration::from_millis(600));
+    /// A proxy on loopback with one app, `a.example`, over `backend`.
+    fn one_app_proxy(backend: SocketAddr, workers: u32) -> Proxy {
         let config = ProxyConfig {
             http_listen: "127.0.0.1:0".parse().unwrap(),
+            workers,
             ..ProxyConfig::default()
         };
         let app = AppConfig {
@@ -686,7 +686,25 @@ mod tests {
             key: None,
             force_https: false,
         };
-        let proxy = Proxy::start_with_log(&config, &[app], RouterLog::Off).unwrap();
+        Proxy::start_with_log(&config, &[app], RouterLog::Off).unwrap()
+    }
+
+    /// Reads one of [`slow_backend`]'s answers (it ends in `ok`) from a kept-alive connection.
+    fn read_answer(c: &mut std::net::TcpStream) -> Vec<u8> {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut piece = [0u8; 256];
+        while !got.ends_with(b"ok") {
+            let n = c.read(&mut piece).unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&piece[..n]);
+        }
+        got
+    }
+
+    #[test]
+    fn drain_finishes_requests_in_flight_and_closes_idle_connections() {
+        let proxy = one_app_proxy(slow_backend(Duration::from_millis(600)), 0);
         let addr = proxy.http_addr();
         let request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
         let read_all = |c: &mut std::net::TcpStream| {
@@ -698,15 +716,7 @@ mod tests {
         // An idle keep-alive connection (one answered request) and one with a request in flight.
         let mut idle = std::net::TcpStream::connect(addr).unwrap();
         idle.write_all(request).unwrap();
-        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut first = Vec::new();
-        let mut piece = [0u8; 256];
-        while !first.ends_with(b"ok") {
-            let n = idle.read(&mut piece).unwrap();
-            assert!(n > 0, "closed early");
-            first.extend_from_slice(&piece[..n]);
-        }
-        assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(read_answer(&mut idle).starts_with(b"HTTP/1.1 200 OK\r\n"));
         let mut busy = std::net::TcpStream::connect(addr).unwrap();
         busy.write_all(request).unwrap();
         std::thread::sleep(Duration::from_millis(100));
@@ -747,39 +757,16 @@ mod tests {
 
     #[test]
     fn keep_alive_connections_spread_evenly_over_the_workers() {
-        let backend = slow_backend(Duration::ZERO);
-        let config = ProxyConfig {
-            http_listen: "127.0.0.1:0".parse().unwrap(),
-            workers: 2,
-            ..ProxyConfig::default()
-        };
-        let app = AppConfig {
-            name: "a".into(),
-            domains: vec!["a.example".into()],
-            backends: vec![backend],
-            tls: None,
-            cert: None,
-            key: None,
-            force_https: false,
-        };
-        let proxy = Proxy::start_with_log(&config, &[app], RouterLog::Off).unwrap();
+        let proxy = one_app_proxy(slow_backend(Duration::ZERO), 2);
         // The kernel's hash alone leaves 48 connections over 2 workers within 2 of even only
         // about a third of the time.
         const N: usize = 48;
         let mut clients = Vec::new();
         for _ in 0..N {
             let mut c = std::net::TcpStream::connect(proxy.http_addr()).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             c.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
                 .unwrap();
-            let mut got = Vec::new();
-            let mut piece = [0u8; 256];
-            while !got.ends_with(b"ok") {
-                let n = c.read(&mut piece).unwrap();
-                assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
-                got.extend_from_slice(&piece[..n]);
-            }
-            assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+            assert!(read_answer(&mut c).starts_with(b"HTTP/1.1 200 OK\r\n"));
             clients.push(c);
         }
         let per = proxy.open_per_worker();
