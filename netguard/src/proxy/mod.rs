@@ -493,8 +493,8 @@ async fn accept_loop(
         };
         let local_port = stream.local_addr().map_or(0, |a| a.port());
         let open = balancer.assign(me);
-        let (stream, open) = if open.worker() == me {
-            (stream, open)
+        let (stream, admitted, open) = if open.worker() == me {
+            (stream, admitted, open)
         } else {
             // Out of this worker's event loop, into the other's.
             let Ok(stream) = stream.into_std() else {
@@ -522,16 +522,7 @@ async fn accept_loop(
             let Ok(stream) = TcpStream::from_std(stream) else {
                 continue;
             };
-            tokio::spawn(serve_connection(
-                stream,
-                peer,
-                local_port,
-                shared.clone(),
-                tls.clone(),
-                accepted,
-                (admitted, open.move_to(me)),
-            ));
-            continue;
+            (stream, admitted, open.move_to(me))
         };
         tokio::spawn(serve_connection(
             stream,
