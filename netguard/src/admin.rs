@@ -253,6 +253,7 @@ impl AdminState {
             proxy: self.proxy.get().map(|p| ProxyReadings {
                 apps: p.metrics.read(),
                 open_connections: p.open_connections(),
+                open_per_worker: p.balancer.open_per_worker(),
                 refused: p.metrics.refused(),
                 ejections: p.health.ejections(),
             }),

@@ -73,6 +73,8 @@ impl KernelReadings {
 pub struct ProxyReadings {
     pub apps: Vec<(String, AppReading)>,
     pub open_connections: u32,
+    /// Client connections open on each proxy worker.
+    pub open_per_worker: Vec<usize>,
     pub refused: u64,
     pub ejections: u64,
 }
@@ -345,6 +347,18 @@ fn render_proxy(e: &mut Exposition, p: &ProxyReadings) {
         u64::from(p.open_connections),
     );
     e.family(
+        "netguard_proxy_worker_client_connections",
+        "gauge",
+        "Client connections open on each proxy worker (new ones go to the least busy).",
+    );
+    for (worker, open) in p.open_per_worker.iter().enumerate() {
+        e.sample(
+            "netguard_proxy_worker_client_connections",
+            &[("worker", &worker.to_string())],
+            *open as u64,
+        );
+    }
+    e.family(
         "netguard_proxy_connections_refused_total",
         "counter",
         "Client connections answered 503 and closed because a connection cap was reached.",
@@ -423,6 +437,7 @@ mod tests {
             proxy: Some(ProxyReadings {
                 apps: m.read(),
                 open_connections: 2,
+                open_per_worker: vec![1, 1],
                 refused: 1,
                 ejections: 3,
             }),
@@ -449,6 +464,7 @@ mod tests {
             "netguard_proxy_request_duration_seconds_bucket{app=\"sh\\\"op\",le=\"+Inf\"} 1",
             "netguard_proxy_request_duration_seconds_count{app=\"sh\\\"op\"} 1",
             "netguard_proxy_client_connections 2",
+            "netguard_proxy_worker_client_connections{worker=\"1\"} 1",
             "netguard_config_reloads_total{result=\"failure\"} 1",
             "netguard_config_last_reload_duration_seconds 0.25",
             "netguard_ready 1",

@@ -126,6 +126,7 @@ fn metrics_move_with_packets_requests_and_reloads() {
         ("netguard_proxy_requests_total", "counter"),
         ("netguard_proxy_request_duration_seconds", "histogram"),
         ("netguard_proxy_client_connections", "gauge"),
+        ("netguard_proxy_worker_client_connections", "gauge"),
         ("netguard_proxy_connections_refused_total", "counter"),
         ("netguard_proxy_backend_ejections_total", "counter"),
         ("netguard_config_reloads_total", "counter"),

@@ -70,7 +70,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{AppConfig, ProxyConfig};
-use balance::{Balancer, Handoff};
+use balance::Handoff;
 use log::RouterLog;
 use pool::Pool;
 use state::{Shared, Snapshot};
@@ -97,7 +97,6 @@ pub enum ProxyError {
 /// connection.
 pub struct Proxy {
     shared: Arc<Shared>,
-    balancer: Arc<Balancer>,
     /// Stops accepting.
     shutdown: watch::Sender<bool>,
     /// Ends the worker threads and every connection on them.
@@ -153,8 +152,7 @@ fn worker_count(configured: u32) -> usize {
 fn spawn_listeners(
     bound: Bound,
     shared: &Arc<Shared>,
-    balancer: &Arc<Balancer>,
-    inbox: mpsc::UnboundedReceiver<Handoff>,
+    worker: usize,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ProxyError> {
     let tokio_listener = |(l, addr): (std::net::TcpListener, SocketAddr)| {
@@ -170,23 +168,23 @@ fn spawn_listeners(
         tokio::spawn(accept_loop(
             tokio_listener(bound.http)?,
             shared.clone(),
-            balancer.clone(),
             None,
             shutdown.clone(),
         )),
         tokio::spawn(reap_idle(shared.clone(), shutdown.clone())),
-        tokio::spawn(serve_handed_over(
+    ];
+    if let Some(inbox) = shared.take_inbox(worker) {
+        tasks.push(tokio::spawn(serve_handed_over(
             inbox,
             shared.clone(),
             acceptor.clone(),
             shutdown.clone(),
-        )),
-    ];
+        )));
+    }
     if let (Some(https), Some(acceptor)) = (bound.https, acceptor) {
         tasks.push(tokio::spawn(accept_loop(
             tokio_listener(https)?,
             shared.clone(),
-            balancer.clone(),
             Some(acceptor),
             shutdown.clone(),
         )));
@@ -226,16 +224,15 @@ impl Proxy {
         }
         let (shutdown, rx) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
-        let (balancer, inboxes) = Balancer::new(workers);
         let mut threads = Vec::with_capacity(workers);
-        for (index, (bound, inbox)) in bounds.into_iter().zip(inboxes).enumerate() {
+        for (index, bound) in bounds.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(ProxyError::Runtime)?;
             {
                 let _guard = runtime.enter();
-                spawn_listeners(bound, &shared, &balancer, inbox, &rx)?;
+                spawn_listeners(bound, &shared, index, &rx)?;
             }
             let mut stopped = stopped.clone();
             let thread = std::thread::Builder::new()
@@ -260,7 +257,6 @@ impl Proxy {
         );
         Ok(Proxy {
             shared,
-            balancer,
             shutdown,
             stop,
             threads,
@@ -354,7 +350,7 @@ impl Proxy {
     /// Idle keep-alive connections to backends now.
     /// Client connections open on each worker.
     pub fn open_per_worker(&self) -> Vec<usize> {
-        self.balancer.open_per_worker()
+        self.shared.balancer.open_per_worker()
     }
 
     pub fn idle_backend_connections(&self) -> usize {
@@ -427,11 +423,7 @@ impl Server {
     /// (connections in progress are not waited for).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
         let (tx, rx) = watch::channel(false);
-        let (balancer, mut inboxes) = Balancer::new(1);
-        let inbox = inboxes
-            .pop()
-            .ok_or(ProxyError::Runtime(io::ErrorKind::Other.into()))?;
-        let tasks = spawn_listeners(self.bound, &self.shared, &balancer, inbox, &rx)?;
+        let tasks = spawn_listeners(self.bound, &self.shared, 0, &rx)?;
         shutdown.await;
         let _ = tx.send(true);
         for task in tasks {
@@ -463,11 +455,11 @@ fn bind_std(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), Pro
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    balancer: Arc<Balancer>,
     tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let me = state::worker();
+    let balancer = shared.balancer.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,

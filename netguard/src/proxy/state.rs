@@ -17,10 +17,11 @@ use std::{
 };
 
 use ipnet::IpNet;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{
     ProxyError,
+    balance::{Balancer, Handoff},
     framing::HeadLimits,
     log::{Record, RouterLog},
     metrics::ProxyMetrics,
@@ -167,6 +168,9 @@ pub fn this_workers<T>(per_worker: &[T]) -> &T {
 /// State shared by every connection and every snapshot.
 #[derive(Debug)]
 pub struct Shared {
+    /// Open client connections per worker, and where a worker hands a new one to another.
+    pub balancer: Arc<Balancer>,
+    inboxes: Mutex<Vec<Option<mpsc::UnboundedReceiver<Handoff>>>>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// The address of the snapshot in force: a connection checks that its own is still the
     /// one with a plain load, instead of taking the lock (shared by every worker) per request.
@@ -198,7 +202,10 @@ impl Shared {
     /// `workers`: how many worker threads will serve (each gets its own backend pool).
     pub fn new(snapshot: Snapshot, log: RouterLog, workers: usize) -> Shared {
         let snapshot = Arc::new(snapshot);
+        let (balancer, inboxes) = Balancer::new(workers);
         Shared {
+            balancer,
+            inboxes: Mutex::new(inboxes.into_iter().map(Some).collect()),
             current: AtomicUsize::new(Arc::as_ptr(&snapshot) as usize),
             snapshot: RwLock::new(snapshot),
             health: Health::default(),
@@ -212,6 +219,15 @@ impl Shared {
                 .collect(),
             is_draining: AtomicBool::new(false),
         }
+    }
+
+    /// Worker `index`'s inbox of connections handed over by other workers (once).
+    pub fn take_inbox(&self, index: usize) -> Option<mpsc::UnboundedReceiver<Handoff>> {
+        self.inboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(index)
+            .and_then(Option::take)
     }
 
     /// The calling worker's backend pool (the first one off the worker threads).
