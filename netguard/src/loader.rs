@@ -505,16 +505,7 @@ fn attach_tc(
 /// Missing pieces are skipped, so detach is idempotent. Returns what was removed.
 pub fn detach(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
     let mut removed = Vec::new();
-    let mut remove = |path: PathBuf| -> Result<(), LoadError> {
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                removed.push(path);
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(LoadError::Remove { path, source }),
-        }
-    };
+    let mut remove = |path: PathBuf| remove_pin(path, &mut removed);
     // XDP first: once the filter is gone, the flow tracker has no reader.
     remove(paths.xdp_link())?;
     remove(paths.flow_track_link())?;
@@ -527,16 +518,39 @@ pub fn detach(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
         remove(paths.map(name))?;
     }
     removed.extend(remove_stale_maps(paths)?);
-    for dir in [paths.maps_dir(), paths.root().to_path_buf()] {
-        match fs::remove_dir(&dir) {
-            Ok(()) => removed.push(dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            // The pin root holds something not netguard's: it stays, with that.
-            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && dir == paths.root() => {}
-            Err(source) => return Err(LoadError::Remove { path: dir, source }),
-        }
+    remove_dir(paths.maps_dir(), &mut removed)?;
+    match remove_dir(paths.root().to_path_buf(), &mut removed) {
+        // The pin root holds something not netguard's: it stays, with that.
+        Err(LoadError::Remove { source, .. })
+            if source.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+        other => other?,
     }
     Ok(removed)
+}
+
+/// Unpins `path` (recorded in `removed`); a missing pin is skipped.
+fn remove_pin(path: PathBuf, removed: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    remove_with(|p| fs::remove_file(p), path, removed)
+}
+
+/// Removes the empty directory `dir` (recorded in `removed`); a missing one is skipped.
+fn remove_dir(dir: PathBuf, removed: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    remove_with(|p| fs::remove_dir(p), dir, removed)
+}
+
+fn remove_with(
+    remove: fn(&Path) -> io::Result<()>,
+    path: PathBuf,
+    removed: &mut Vec<PathBuf>,
+) -> Result<(), LoadError> {
+    match remove(&path) {
+        Ok(()) => {
+            removed.push(path);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LoadError::Remove { path, source }),
+    }
 }
 
 /// Unpins the maps an older netguard pinned under an earlier layout's directory (`maps-v2`, …):
@@ -547,18 +561,9 @@ pub fn remove_stale_maps(paths: &PinPaths) -> Result<Vec<PathBuf>, LoadError> {
     let mut removed = Vec::new();
     for dir in stale_map_dirs(paths) {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            match fs::remove_file(&path) {
-                Ok(()) => removed.push(path),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(LoadError::Remove { path, source }),
-            }
+            remove_pin(entry.path(), &mut removed)?;
         }
-        match fs::remove_dir(&dir) {
-            Ok(()) => removed.push(dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(LoadError::Remove { path: dir, source }),
-        }
+        remove_dir(dir, &mut removed)?;
     }
     Ok(removed)
 }

@@ -11,7 +11,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
     time::Instant,
@@ -28,11 +28,20 @@ pub const SLACK: usize = 2;
 
 /// The worker that serves a connection accepted by worker `me`, given every worker's open
 /// connections.
-pub fn choose(open: &[usize], me: usize) -> usize {
-    let mine = open.get(me).copied().unwrap_or(0);
-    match open.iter().enumerate().min_by_key(|&(_, n)| *n) {
-        Some((least, &fewest)) if mine >= fewest + SLACK => least,
-        _ => me,
+pub fn choose(open: impl IntoIterator<Item = usize>, me: usize) -> usize {
+    let (mut mine, mut least, mut fewest) = (0, me, usize::MAX);
+    for (worker, n) in open.into_iter().enumerate() {
+        if worker == me {
+            mine = n;
+        }
+        if n < fewest {
+            (least, fewest) = (worker, n);
+        }
+    }
+    if fewest != usize::MAX && mine >= fewest + SLACK {
+        least
+    } else {
+        me
     }
 }
 
@@ -53,19 +62,33 @@ pub struct Handoff {
 pub struct Balancer {
     open: Box<[AtomicUsize]>,
     inboxes: Box<[mpsc::UnboundedSender<Handoff>]>,
+    /// The receiving ends, until each worker takes its own.
+    receivers: Mutex<Vec<Option<mpsc::UnboundedReceiver<Handoff>>>>,
 }
 
 impl Balancer {
-    /// The balancer for `workers` workers, and each worker's inbox (in worker order).
-    pub fn new(workers: usize) -> (Arc<Balancer>, Vec<mpsc::UnboundedReceiver<Handoff>>) {
-        let (senders, receivers) = (0..workers.max(1))
-            .map(|_| mpsc::unbounded_channel())
-            .unzip::<_, _, Vec<_>, Vec<_>>();
-        let balancer = Balancer {
+    /// The balancer for `workers` workers.
+    pub fn new(workers: usize) -> Arc<Balancer> {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Some(rx))
+            })
+            .unzip();
+        Arc::new(Balancer {
             open: (0..senders.len()).map(|_| AtomicUsize::new(0)).collect(),
             inboxes: senders.into(),
-        };
-        (Arc::new(balancer), receivers)
+            receivers: Mutex::new(receivers),
+        })
+    }
+
+    /// Worker `index`'s inbox of connections handed over by other workers (once).
+    pub fn take_inbox(&self, index: usize) -> Option<mpsc::UnboundedReceiver<Handoff>> {
+        self.receivers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(index)
+            .and_then(Option::take)
     }
 
     /// Open connections per worker now.
@@ -78,8 +101,8 @@ impl Balancer {
 
     /// The worker to serve a connection `me` accepted, counted as open there.
     pub fn assign(self: &Arc<Self>, me: usize) -> Open {
-        let worker = choose(&self.open_per_worker(), me);
-        self.count(worker)
+        let open = self.open.iter().map(|n| n.load(Ordering::Relaxed));
+        self.count(choose(open, me))
     }
 
     fn count(self: &Arc<Self>, worker: usize) -> Open {
@@ -130,19 +153,19 @@ mod tests {
 
     #[test]
     fn a_connection_moves_only_to_a_worker_with_at_least_slack_fewer() {
-        assert_eq!(choose(&[0], 0), 0);
-        assert_eq!(choose(&[0, 0], 1), 1);
-        assert_eq!(choose(&[1, 0], 0), 0, "one more is within the slack");
-        assert_eq!(choose(&[2, 0], 0), 1);
-        assert_eq!(choose(&[36, 28], 0), 1);
-        assert_eq!(choose(&[28, 36], 0), 0);
-        assert_eq!(choose(&[5, 9, 3, 3], 1), 2, "the first of the least busy");
-        assert_eq!(choose(&[4, 4, 3, 4], 0), 0);
+        assert_eq!(choose([0], 0), 0);
+        assert_eq!(choose([0, 0], 1), 1);
+        assert_eq!(choose([1, 0], 0), 0, "one more is within the slack");
+        assert_eq!(choose([2, 0], 0), 1);
+        assert_eq!(choose([36, 28], 0), 1);
+        assert_eq!(choose([28, 36], 0), 0);
+        assert_eq!(choose([5, 9, 3, 3], 1), 2, "the first of the least busy");
+        assert_eq!(choose([4, 4, 3, 4], 0), 0);
     }
 
     #[test]
     fn accepting_everything_on_one_worker_still_ends_even() {
-        let (b, _inboxes) = Balancer::new(2);
+        let b = Balancer::new(2);
         let opens: Vec<Open> = (0..64).map(|_| b.assign(0)).collect();
         let per = b.open_per_worker();
         assert_eq!(per.iter().sum::<usize>(), 64);

@@ -173,7 +173,7 @@ fn spawn_listeners(
         )),
         tokio::spawn(reap_idle(shared.clone(), shutdown.clone())),
     ];
-    if let Some(inbox) = shared.take_inbox(worker) {
+    if let Some(inbox) = shared.balancer.take_inbox(worker) {
         tasks.push(tokio::spawn(serve_handed_over(
             inbox,
             shared.clone(),
@@ -347,12 +347,12 @@ impl Proxy {
         self.shared.open_connections()
     }
 
-    /// Idle keep-alive connections to backends now.
     /// Client connections open on each worker.
     pub fn open_per_worker(&self) -> Vec<usize> {
         self.shared.balancer.open_per_worker()
     }
 
+    /// Idle keep-alive connections to backends now.
     pub fn idle_backend_connections(&self) -> usize {
         self.shared.pools().iter().map(Pool::idle_count).sum()
     }
@@ -459,7 +459,6 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let me = state::worker();
-    let balancer = shared.balancer.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
@@ -484,7 +483,7 @@ async fn accept_loop(
             continue;
         };
         let local_port = stream.local_addr().map_or(0, |a| a.port());
-        let open = balancer.assign(me);
+        let open = shared.balancer.assign(me);
         let (stream, admitted, open) = if open.worker() == me {
             (stream, admitted, open)
         } else {
@@ -501,7 +500,7 @@ async fn accept_loop(
                 admitted,
                 open,
             };
-            let Err(back) = balancer.hand_over(handoff) else {
+            let Err(back) = shared.balancer.hand_over(handoff) else {
                 continue;
             };
             // That worker has stopped: serve it here.

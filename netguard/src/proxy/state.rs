@@ -17,11 +17,11 @@ use std::{
 };
 
 use ipnet::IpNet;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::{
     ProxyError,
-    balance::{Balancer, Handoff},
+    balance::Balancer,
     framing::HeadLimits,
     log::{Record, RouterLog},
     metrics::ProxyMetrics,
@@ -162,7 +162,7 @@ pub fn worker() -> usize {
 
 /// The calling worker's entry of a per-worker table (the first one off the worker threads).
 pub fn this_workers<T>(per_worker: &[T]) -> &T {
-    &per_worker[WORKER.get().min(per_worker.len() - 1)]
+    &per_worker[worker().min(per_worker.len() - 1)]
 }
 
 /// State shared by every connection and every snapshot.
@@ -170,7 +170,6 @@ pub fn this_workers<T>(per_worker: &[T]) -> &T {
 pub struct Shared {
     /// Open client connections per worker, and where a worker hands a new one to another.
     pub balancer: Arc<Balancer>,
-    inboxes: Mutex<Vec<Option<mpsc::UnboundedReceiver<Handoff>>>>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// The address of the snapshot in force: a connection checks that its own is still the
     /// one with a plain load, instead of taking the lock (shared by every worker) per request.
@@ -202,10 +201,8 @@ impl Shared {
     /// `workers`: how many worker threads will serve (each gets its own backend pool).
     pub fn new(snapshot: Snapshot, log: RouterLog, workers: usize) -> Shared {
         let snapshot = Arc::new(snapshot);
-        let (balancer, inboxes) = Balancer::new(workers);
         Shared {
-            balancer,
-            inboxes: Mutex::new(inboxes.into_iter().map(Some).collect()),
+            balancer: Balancer::new(workers),
             current: AtomicUsize::new(Arc::as_ptr(&snapshot) as usize),
             snapshot: RwLock::new(snapshot),
             health: Health::default(),
@@ -219,15 +216,6 @@ impl Shared {
                 .collect(),
             is_draining: AtomicBool::new(false),
         }
-    }
-
-    /// Worker `index`'s inbox of connections handed over by other workers (once).
-    pub fn take_inbox(&self, index: usize) -> Option<mpsc::UnboundedReceiver<Handoff>> {
-        self.inboxes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(index)
-            .and_then(Option::take)
     }
 
     /// The calling worker's backend pool (the first one off the worker threads).
