@@ -697,6 +697,7 @@ pub fn truncation_sources() -> Vec<(&'static str, Vec<u8>, Mode)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::PacketBytes;
 
     #[test]
     fn every_golden_packet_gets_its_reason() {
@@ -735,6 +736,51 @@ mod tests {
                 assert!(r.drops(), "{name} cut to {len} bytes: {r:?}");
             }
         }
+    }
+
+    /// The first `readable` bytes of a frame, reporting the whole frame's length: an skb whose
+    /// linear area ends there.
+    struct Linear<'a> {
+        frame: &'a [u8],
+        readable: usize,
+    }
+
+    impl PacketBytes for Linear<'_> {
+        type Header<const N: usize> = [u8; N];
+
+        fn len(&self) -> usize {
+            self.frame.len()
+        }
+
+        fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+            self.frame[..self.readable].load::<N>(off)
+        }
+
+        fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+            self.load::<N>(off)
+        }
+    }
+
+    #[test]
+    fn a_parse_that_starts_in_the_linear_area_equals_the_whole_parse() {
+        let frames = table()
+            .into_iter()
+            .map(|g| (g.name, g.frame))
+            .chain(truncation_sources().into_iter().map(|(n, f, _)| (n, f)));
+        let mut checked = 0;
+        for (name, frame) in frames {
+            let whole = packet::parse(&frame[..]);
+            for readable in 0..=frame.len() {
+                let linear = Linear {
+                    frame: &frame,
+                    readable,
+                };
+                let got = packet::parse_prefix_first(&linear, readable, &frame[..]);
+                assert_eq!(got, whole, "{name}, linear area of {readable} bytes");
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "only {checked} splits checked");
     }
 
     #[test]

@@ -415,6 +415,17 @@ impl Frame {
             ip,
         }
     }
+
+    /// Whether the parse found a header truncated or inconsistent: the network header (the
+    /// whole frame is `Malformed`) or the transport header (`L4::Malformed`).
+    #[inline(always)]
+    pub fn is_malformed_anywhere(&self) -> bool {
+        match self.kind {
+            FrameKind::Malformed => true,
+            FrameKind::Ip => matches!(self.ip.transport.kind(), L4::Malformed),
+            FrameKind::NonIp => false,
+        }
+    }
 }
 
 /// What follows the Ethernet header and its VLAN tags.
@@ -480,6 +491,27 @@ pub fn parse<P: PacketBytes + ?Sized>(p: &P) -> Frame {
         Some(ip) => Frame::ip(ip),
         None => Frame::MALFORMED,
     }
+}
+
+/// Parses a frame of which only the first `readable` bytes may be cheap to read: `prefix` reads
+/// those (and reports the whole frame's length), `whole` reads every byte. An skb keeps its
+/// headers in its linear area nearly always, but not always (a GSO packet may keep part of them
+/// in its fragments).
+///
+/// A header cut off where the prefix ends can only make the parse come out malformed somewhere
+/// (every failed read is reported so), so a parse of the prefix that is not malformed anywhere is
+/// the parse of the frame, and only a malformed one is repeated through `whole`.
+#[inline(always)]
+pub fn parse_prefix_first<A, B>(prefix: &A, readable: usize, whole: &B) -> Frame
+where
+    A: PacketBytes + ?Sized,
+    B: PacketBytes + ?Sized,
+{
+    let frame = parse(prefix);
+    if readable >= prefix.len() || !frame.is_malformed_anywhere() {
+        return frame;
+    }
+    parse(whole)
 }
 
 /// A sound IPv4 header: what the decision needs of it, and where its payload lies.

@@ -21,10 +21,10 @@ use netguard_common::{
         BucketKey, BucketState, DIR_DOWNLOAD, DIR_UPLOAD, LimiterConfig, OverrideKey, bucket_key,
     },
     maps::{BUCKETS_CAPACITY, LIMIT_OVERRIDES_CAPACITY},
-    packet::{self, FrameKind, PacketBytes as _},
+    packet::FrameKind,
 };
 
-use crate::access::SkbBytes;
+use crate::access::parse_skb;
 
 #[btf_map]
 static NG_LIM_CONFIG: Array<LimiterConfig, 1> = Array::new();
@@ -52,8 +52,7 @@ pub fn netguard_limit_down(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn limit(ctx: &TcContext, direction: u8) -> i32 {
-    let bytes = SkbBytes::new(ctx);
-    let frame = packet::parse(&bytes);
+    let frame = parse_skb(ctx);
     if frame.kind != FrameKind::Ip {
         return TC_ACT_UNSPEC;
     }
@@ -88,7 +87,7 @@ fn limit(ctx: &TcContext, direction: u8) -> i32 {
             }
         }
     };
-    let size = bytes.len() as u64;
+    let size = u64::from(ctx.len());
     // The clock is read before the compare-and-swap loop: a CPU that loses the race retries
     // with the same `now`, which `admit` handles (`now` older than `tat` never refills).
     // SAFETY: helper without arguments.

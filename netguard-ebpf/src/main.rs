@@ -6,7 +6,7 @@
 #![no_main]
 // Compare-and-swap and fetch-and-add on map values: `core::sync::atomic` has no BPF lowering.
 #![feature(core_intrinsics)]
-// Packet loads of a field's own width at any offset (see `access::XdpHeader`).
+// Packet loads of a field's own width at any offset (see `access::DirectHeader`).
 #![feature(asm_experimental_arch)]
 #![expect(
     internal_features,
@@ -34,14 +34,14 @@ use netguard_common::{
         BPF_F_MMAPABLE, DENY_BANK_SLOT, DENY_BANKS, DENY_V4_CAPACITY, DENY_V6_CAPACITY,
         FLOWS_CAPACITY, TRUSTED_CAPACITY,
     },
-    packet::{self, Addr, FrameKind, IpPacket, L4, PacketBytes as _},
+    packet::{Addr, FrameKind, IpPacket, L4, PacketBytes as _},
     policy::{FLAG_AUDIT, FilterConfig},
     prefixes::{BLOCK_ALL, BLOCK_CLEAN, BLOCKS_PER_WORD, V4_INDEX_WORDS, block_of, block_state},
     reason::{COUNTER_SLOTS, Counter, REASON_COUNT, Reason},
     verdict::{self, Tables},
 };
 
-use crate::access::{SkbBytes, XdpBytes};
+use crate::access::{DirectBytes, parse_skb};
 
 // Map statics carry the names in `netguard_common::maps`; a userspace test checks they match.
 #[btf_map]
@@ -178,7 +178,7 @@ impl Tables for MapTables<'_> {
 
 #[xdp]
 pub fn netguard_xdp(ctx: XdpContext) -> u32 {
-    let bytes = XdpBytes::new(&ctx);
+    let bytes = DirectBytes::xdp(&ctx);
     let Some(cfg) = NG_CONFIG.get(0) else {
         // Index 0 of a one-entry array always exists; this only satisfies the type.
         return xdp_action::XDP_PASS;
@@ -242,7 +242,7 @@ fn finish(reason: Reason, audit: bool, bytes: u64) -> u32 {
 /// Records the flows the host opens so the XDP filter lets their answers in.
 #[classifier]
 pub fn netguard_flow_track(ctx: TcContext) -> i32 {
-    let frame = packet::parse(&SkbBytes::new(&ctx));
+    let frame = parse_skb(&ctx);
     if frame.kind == FrameKind::Ip {
         track(&frame.ip);
     }

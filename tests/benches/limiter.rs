@@ -7,15 +7,15 @@
 //! 1. TCP downloads (iperf3 `-R`, remote → container c1 through the host namespace) with each
 //!    limiter on the egress of the host side of c1's veth: spend the burst from a full bucket,
 //!    then one flow for 10 s, then 4 parallel flows for 10 s. Steady-state and first-second
-//!    rates, retransmits, CPU per GB. netguard and the nftables policer run twice more for
-//!    each flow count (alternating), and their retransmits are compared as medians of three:
-//!    a single run of either varies by tens of percent.
+//!    rates, retransmits, CPU per GB. netguard and the nftables policer run four more times
+//!    for each flow count (alternating), and their retransmits are compared over five runs
+//!    each (medians, and a rank test): a single run of either varies by tens of percent.
 //! 2. The tc program's cost: `BPF_PROG_TEST_RUN` of `netguard_limit_up` / `_down` on a
 //!    1,514-byte frame beside a pass-through tc program (10,000,000 runs, median of 3).
 //!
 //! The netguard daemon is `$NETGUARD_BIN`, else `target/release/netguard` (build it with
 //! `cargo build --release -p netguard`). Everything runs in four network namespaces this
-//! process creates and removes (also on failure). About 6 minutes.
+//! process creates and removes (also on failure). About 9 minutes.
 //!
 //! `NETGUARD_LIMITER_PARTS=traffic` or `=cost` runs one part only, for working on the bench:
 //! the section is printed but BENCHMARKS.md is left alone. `NETGUARD_LIMITER_RUNS=netguard:1,
@@ -60,9 +60,18 @@ const TOOLS: [(&str, &str); 5] = [
     ("iperf3", "iperf3"),
 ];
 
-/// After the first round of runs: two more of netguard and of the nftables policer for each
-/// flow count, in alternating order, so that each is run three times.
-const REPEATS: [(Kind, usize); 8] = [
+/// After the first round of runs: four more of netguard and of the nftables policer for each
+/// flow count, in alternating order, so that each is run five times: one run of either varies
+/// by tens of percent from the next, and their retransmits are compared over all five.
+const REPEATS: [(Kind, usize); 16] = [
+    (Kind::Nft, 1),
+    (Kind::Netguard, 1),
+    (Kind::Netguard, 4),
+    (Kind::Nft, 4),
+    (Kind::Netguard, 1),
+    (Kind::Nft, 1),
+    (Kind::Nft, 4),
+    (Kind::Netguard, 4),
     (Kind::Nft, 1),
     (Kind::Netguard, 1),
     (Kind::Netguard, 4),
@@ -199,8 +208,8 @@ fn part_traffic(bin: &std::path::Path) -> Result<TrafficResults> {
         xdp += run.xdp_drops;
         runs[i].push(run);
     }
-    // The two policers again, alternating, so that their retransmits are compared as medians
-    // of three runs each: one run of either varies by tens of percent (see BENCHMARKS.md).
+    // The two policers again, alternating, so that their retransmits are compared over five
+    // runs each: one run of either varies by tens of percent (see BENCHMARKS.md).
     let mut repeats = Vec::new();
     for (kind, flows) in REPEATS {
         let spec = specs
