@@ -51,7 +51,7 @@
 //! name = "shop"                                          # [A-Za-z0-9._-], unique
 //! domains = ["shop.example.com", "*.shop.example.com"]   # exact beats wildcard; case-insensitive; trailing dot ignored
 //! backends = ["172.17.0.2:5000", "172.17.0.3:5000"]      # round-robin; empty: every request gets 503
-//! tls = "terminate"                                      # optional; or "passthrough" (TLS forwarded untouched by SNI)
+//! tls = "terminate"                                      # "passthrough": TLS forwarded untouched by SNI; omitted: "terminate" with cert/key, else plain HTTP only
 //! cert = "/etc/netguard/certs/shop.pem"                  # PEM chain (tls = "terminate" only); relative to the config file
 //! key = "/etc/netguard/certs/shop.key"                   # PEM private key
 //! force_https = false                                    # true: plain HTTP gets 301 to https (needs tls)
@@ -466,7 +466,8 @@ impl fmt::Display for ProblemList<'_> {
 impl Config {
     /// Parse + validate; `origin` names the source in errors (a file path, `"etcd:/key"`, `"<embedded>"`).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| parse_error(&e, text, origin))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| parse_error(&e, text, origin))?;
+        config.infer_tls();
         config.validate().map_err(|problems| ConfigError::Invalid {
             origin: origin.to_owned(),
             problems,
@@ -498,6 +499,16 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// An app with a `cert` or `key` but no `tls` terminates TLS: what giving a certificate
+    /// means (the issue's default). One without either stays plain HTTP.
+    fn infer_tls(&mut self) {
+        for app in &mut self.app {
+            if app.tls.is_none() && (app.cert.is_some() || app.key.is_some()) {
+                app.tls = Some(TlsMode::Terminate);
+            }
+        }
     }
 
     /// Every problem at once, not just the first.
@@ -1647,6 +1658,25 @@ backends = []
 "#;
 
     #[test]
+    fn an_app_with_a_certificate_and_no_tls_terminates_and_one_without_is_plain_http() {
+        let text = "[xdp]\ninterface = \"eth0\"\n[proxy]\n\
+            [[app]]\nname = \"a\"\ndomains = [\"a.example\"]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+            [[app]]\nname = \"b\"\ndomains = [\"b.example\"]\n";
+        let config = Config::from_toml_str(text, "t.toml").unwrap();
+        assert_eq!(config.app[0].tls, Some(TlsMode::Terminate));
+        assert_eq!(config.app[1].tls, None);
+        // Half a certificate is still an error, now naming the missing half.
+        let half = "[xdp]\ninterface = \"eth0\"\n[proxy]\n[[app]]\nname = \"a\"\ndomains = [\"a.example\"]\ncert = \"a.pem\"\n";
+        let err = Config::from_toml_str(half, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("app[0].key") && err.contains("needs a PEM file"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn proxy_and_apps_parse_with_defaults_for_the_rest() {
         let config = Config::from_toml_str(PROXY, "proxy.toml").unwrap();
         let p = config.proxy.as_ref().expect("[proxy] present");
@@ -1799,7 +1829,8 @@ cert = "x.pem"
             "app[2].name",
             "app[2].domains",
             "app[2].cert",
-            "app[3].cert",
+            // A cert without tls means terminate, which needs the key too.
+            "app[3].key",
         ] {
             assert!(keys.contains(&key), "{key} missing from {problems:#?}");
         }

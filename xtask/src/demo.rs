@@ -1,10 +1,12 @@
 //! `cargo xtask demo`: netguard's main job on a sandbox of network namespaces.
 //!
 //! An internet client (192.0.2.99, plus a trusted 192.0.2.50 and a denylisted 198.51.100.7)
-//! and an edge (203.0.113.10, listening on TCP 80/443/22/8080 and UDP 53) joined by a veth;
-//! netguard runs in the edge with the demo policy. Every probe has an expected outcome, and the
-//! demo fails (exit 1) when one differs, so it doubles as a smoke test. Everything it creates is
-//! removed on exit, also on failure.
+//! and an edge (203.0.113.10, listening on TCP 22/8080 and UDP 53) joined by a veth; netguard
+//! runs in the edge with the demo policy: the XDP filter on the veth and the L7 proxy on
+//! 203.0.113.10:80/443 in front of one app (`shop.demo.test`, TLS terminated with a self-signed
+//! certificate, its backend on the edge's loopback). Every probe has an expected outcome, and the
+//! demo fails (exit 1) when one differs, so it doubles as a smoke test (`cargo xtask test` runs
+//! it last). Everything it creates is removed on exit, also on failure.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -14,16 +16,22 @@ use std::{
 
 use anyhow::{Result, bail};
 use netguard_tests::{
-    Config, Daemon, ProbeResult, Sandbox,
+    Config, Daemon, ProbeResult, Sandbox, TempDir, certs,
     daemon::ensure_bpffs,
     listeners::Services,
+    netns::NetNs,
     probe::{self, tcp_connect, udp_probe},
+    recording::{RecordingBackend, Reply},
     sandbox::{CLIENT_ADDR, DENIED_ADDR, EDGE_ADDR, TRUSTED_ADDR},
 };
 
 use crate::exec::step;
 
 const TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The demo app's name and what its backend answers.
+const SHOP: &str = "shop.demo.test";
+const SHOP_BODY: &str = "hello from the shop app";
 
 struct Probe {
     what: String,
@@ -35,16 +43,34 @@ pub fn run(bin: &Path) -> Result<()> {
     ensure_bpffs();
     step("building the sandbox: namespaces `client` and `edge` joined by a veth");
     let sandbox = Sandbox::new();
-    let _edge_services = Services::edge(&sandbox.edge);
+    // 80 and 443 are netguard's proxy; the others are plain services the filter must hide.
+    let _edge_services = Services::start(&sandbox.edge, &[22, 8080], &[53]);
     let _client_services = Services::client(&sandbox.client);
-    let config = Config::for_sandbox(&sandbox);
+    let backend = RecordingBackend::start_in(
+        &sandbox.edge,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Reply::Status(200, SHOP_BODY.as_bytes().to_vec()),
+    );
+    let dir = TempDir::new()?;
+    let wildcard = format!("*.{SHOP}");
+    let (cert, key) = certs::certificate(&dir, "shop", &[SHOP, &wildcard]);
+    let mut config = Config::for_sandbox(&sandbox);
+    config.extra = format!(
+        "[proxy]\nhttp_listen = \"{EDGE_ADDR}:80\"\nhttps_listen = \"{EDGE_ADDR}:443\"\n\n\
+         [[app]]\nname = \"shop\"\ndomains = [\"{SHOP}\", \"{wildcard}\"]\n\
+         backends = [\"{}\"]\ncert = \"{}\"\nkey = \"{}\"",
+        backend.addr(),
+        cert.display(),
+        key.display()
+    );
     println!(
-        "    client {} (+ trusted {}, denylisted {}) --veth-- edge {} on {} [TCP 80 443 22 8080, UDP 53 listening]",
+        "    client {} (+ trusted {}, denylisted {}) --veth-- edge {} on {} [proxy on TCP 80 443; TCP 22 8080, UDP 53 listening; app backend {}]",
         sandbox.client.name(),
         TRUSTED_ADDR,
         DENIED_ADDR,
         sandbox.edge.name(),
-        sandbox.edge_if
+        sandbox.edge_if,
+        backend.addr()
     );
     step("netguard config (written to a temporary file):");
     for line in config.to_toml().lines() {
@@ -128,6 +154,46 @@ pub fn run(bin: &Path) -> Result<()> {
         tcp(CLIENT_ADDR, 443),
     ));
 
+    step(format!(
+        "requests through netguard's proxy: curl from {CLIENT_ADDR}, routed by Host or SNI"
+    ));
+    let big_header = format!("X-Big: {}", "a".repeat(9000));
+    let answers = [
+        (
+            format!("GET http://{SHOP}/ (routed by Host to the shop app)"),
+            200,
+            http_status(&sandbox.client, &["-H", &format!("Host: {SHOP}")], "http"),
+        ),
+        (
+            format!("GET http://api.{SHOP}/ (wildcard domain)"),
+            200,
+            http_status(
+                &sandbox.client,
+                &["-H", &format!("Host: api.{SHOP}")],
+                "http",
+            ),
+        ),
+        (
+            format!("GET https://{SHOP}/ (SNI, TLS terminated by netguard)"),
+            200,
+            https_status(&sandbox.client, &cert.to_string_lossy()),
+        ),
+        (
+            "GET http://unknown.demo.test/ (no such app)".to_string(),
+            404,
+            http_status(&sandbox.client, &["-H", "Host: unknown.demo.test"], "http"),
+        ),
+        (
+            "GET with a 9,000-byte header line (limit 8 kB)".to_string(),
+            431,
+            http_status(
+                &sandbox.client,
+                &["-H", &format!("Host: {SHOP}"), "-H", &big_header],
+                "http",
+            ),
+        ),
+    ];
+
     println!();
     println!("    {:<74} {:<8} {:<8}", "probe", "expected", "got");
     let mut wrong = 0;
@@ -146,6 +212,35 @@ pub fn run(bin: &Path) -> Result<()> {
             verdict(p.expect_pass),
             verdict(p.passed)
         );
+    }
+    println!();
+    println!("    {:<74} {:<8} {:<8}", "request", "expected", "got");
+    for (what, want, got) in &answers {
+        let ok = got == &Some(*want);
+        if !ok {
+            wrong += 1;
+        }
+        let got = got.map_or_else(|| "none".to_string(), |s| s.to_string());
+        let mark = if ok { "ok" } else { "WRONG" };
+        println!("    {what:<74} {want:<8} {got:<8} {mark}");
+    }
+    // The 404 and the 431 are answered by netguard: only the three 200s reach the app.
+    let reached: usize = backend
+        .received()
+        .iter()
+        .map(|bytes| {
+            bytes
+                .windows(b"GET / HTTP/1.1\r\n".len())
+                .filter(|w| w == b"GET / HTTP/1.1\r\n")
+                .count()
+        })
+        .sum();
+    println!(
+        "    the shop app's backend received {reached} request(s): the three answered 200, not \
+         the 404 and the 431 netguard answered itself"
+    );
+    if reached != 3 {
+        wrong += 1;
     }
     step(format!(
         "counters: netguard stats --pin-path {}",
@@ -170,6 +265,50 @@ fn probe_row(what: &str, expect_pass: bool, passed: bool) -> Probe {
         expect_pass,
         passed,
     }
+}
+
+/// The status curl got from `http://EDGE_ADDR/` with `args`, `None` if it got no answer.
+fn http_status(ns: &NetNs, args: &[&str], scheme: &str) -> Option<u16> {
+    let url = format!("{scheme}://{EDGE_ADDR}/");
+    let mut cmd = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
+    cmd.extend(["--max-time", "5"]);
+    cmd.extend(args);
+    cmd.push(&url);
+    let out = ns.output_timeout(&cmd, Duration::from_secs(10));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&s| s != 0)
+}
+
+/// The status of `https://SHOP/` resolved to the edge, the certificate checked against `ca`.
+fn https_status(ns: &NetNs, ca: &str) -> Option<u16> {
+    let resolve = format!("{SHOP}:443:{EDGE_ADDR}");
+    let url = format!("https://{SHOP}/");
+    let out = ns.output_timeout(
+        &[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca,
+            &url,
+        ],
+        Duration::from_secs(10),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&s| s != 0)
 }
 
 fn verdict(pass: bool) -> &'static str {
