@@ -162,16 +162,12 @@ pub fn run(bin: &Path) -> Result<()> {
         (
             format!("GET http://{SHOP}/ (routed by Host to the shop app)"),
             200,
-            http_status(&sandbox.client, &["-H", &format!("Host: {SHOP}")], "http"),
+            http_status(&sandbox.client, &["-H", &format!("Host: {SHOP}")]),
         ),
         (
             format!("GET http://api.{SHOP}/ (wildcard domain)"),
             200,
-            http_status(
-                &sandbox.client,
-                &["-H", &format!("Host: api.{SHOP}")],
-                "http",
-            ),
+            http_status(&sandbox.client, &["-H", &format!("Host: api.{SHOP}")]),
         ),
         (
             format!("GET https://{SHOP}/ (SNI, TLS terminated by netguard)"),
@@ -181,7 +177,7 @@ pub fn run(bin: &Path) -> Result<()> {
         (
             "GET http://unknown.demo.test/ (no such app)".to_string(),
             404,
-            http_status(&sandbox.client, &["-H", "Host: unknown.demo.test"], "http"),
+            http_status(&sandbox.client, &["-H", "Host: unknown.demo.test"]),
         ),
         (
             "GET with a 9,000-byte header line (limit 8 kB)".to_string(),
@@ -189,7 +185,6 @@ pub fn run(bin: &Path) -> Result<()> {
             http_status(
                 &sandbox.client,
                 &["-H", &format!("Host: {SHOP}"), "-H", &big_header],
-                "http",
             ),
         ),
     ];
@@ -267,43 +262,27 @@ fn probe_row(what: &str, expect_pass: bool, passed: bool) -> Probe {
     }
 }
 
-/// The status curl got from `http://EDGE_ADDR/` with `args`, `None` if it got no answer.
-fn http_status(ns: &NetNs, args: &[&str], scheme: &str) -> Option<u16> {
-    let url = format!("{scheme}://{EDGE_ADDR}/");
-    let mut cmd = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
-    cmd.extend(["--max-time", "5"]);
-    cmd.extend(args);
-    cmd.push(&url);
-    let out = ns.output_timeout(&cmd, Duration::from_secs(10));
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&s| s != 0)
+/// The status curl got from `http://EDGE_ADDR/` with `args` (headers), `None` if no answer.
+fn http_status(ns: &NetNs, args: &[&str]) -> Option<u16> {
+    let url = format!("http://{EDGE_ADDR}/");
+    let mut all = args.to_vec();
+    all.push(&url);
+    curl_status(ns, &all)
 }
 
 /// The status of `https://SHOP/` resolved to the edge, the certificate checked against `ca`.
 fn https_status(ns: &NetNs, ca: &str) -> Option<u16> {
     let resolve = format!("{SHOP}:443:{EDGE_ADDR}");
     let url = format!("https://{SHOP}/");
-    let out = ns.output_timeout(
-        &[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-            "--resolve",
-            &resolve,
-            "--cacert",
-            ca,
-            &url,
-        ],
-        Duration::from_secs(10),
-    );
+    curl_status(ns, &["--resolve", &resolve, "--cacert", ca, &url])
+}
+
+/// `curl ARGS` inside `ns`, 5 s at most: the answer's status, `None` if there was none.
+fn curl_status(ns: &NetNs, args: &[&str]) -> Option<u16> {
+    let mut cmd = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
+    cmd.extend(["--max-time", "5"]);
+    cmd.extend(args);
+    let out = ns.output_timeout(&cmd, Duration::from_secs(10));
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
