@@ -2,9 +2,12 @@
 //!
 //! An internet client (192.0.2.99, plus a trusted 192.0.2.50 and a denylisted 198.51.100.7)
 //! and an edge (203.0.113.10, listening on TCP 22/8080 and UDP 53) joined by a veth; netguard
-//! runs in the edge with the demo policy: the XDP filter on the veth and the L7 proxy on
-//! 203.0.113.10:80/443 in front of one app (`shop.demo.test`, TLS terminated with a self-signed
-//! certificate, its backend on the edge's loopback). Every probe has an expected outcome, and the
+//! runs in the edge with the demo policy: the XDP filter on the veth, the L7 proxy on
+//! 203.0.113.10:80/443 in front of two apps whose backends run in a container namespace
+//! (172.17.0.2, on a second veth from the edge: `shop.demo.test`, TLS terminated with a
+//! self-signed certificate, and `files.demo.test`, a 5 MB download), and the tc bandwidth limiter
+//! on the container's veth, scaled down to 2 MB/s with a 1 MB burst so that the download shows
+//! it in two seconds. Every probe has an expected outcome, and the
 //! demo fails (exit 1) when one differs, so it doubles as a smoke test (`cargo xtask test` runs
 //! it last). Everything it creates is removed on exit, also on failure.
 
@@ -23,6 +26,7 @@ use netguard_tests::{
     probe::{self, tcp_connect, udp_probe},
     recording::{RecordingBackend, Reply},
     sandbox::{CLIENT_ADDR, DENIED_ADDR, EDGE_ADDR, TRUSTED_ADDR},
+    veth::{VethEnd, veth_pair},
 };
 
 use crate::exec::step;
@@ -32,6 +36,14 @@ const TIMEOUT: Duration = Duration::from_millis(1500);
 /// The demo app's name and what its backend answers.
 const SHOP: &str = "shop.demo.test";
 const SHOP_BODY: &str = "hello from the shop app";
+const FILES: &str = "files.demo.test";
+
+/// The container's address, and the demo's limit on it: small enough to see in two seconds.
+const CONTAINER: [u8; 4] = [172, 17, 0, 2];
+const RATE: f64 = 2_000_000.0;
+const BURST: f64 = 1_000_000.0;
+/// The download from `files`: the burst, then two seconds at the rate.
+const DOWNLOAD: usize = 5_000_000;
 
 struct Probe {
     what: String,
@@ -41,15 +53,39 @@ struct Probe {
 
 pub fn run(bin: &Path) -> Result<()> {
     ensure_bpffs();
-    step("building the sandbox: namespaces `client` and `edge` joined by a veth");
+    step("building the sandbox: namespaces `client`, `edge` and a container, two veths");
     let sandbox = Sandbox::new();
+    let container = NetNs::new();
+    let container_if = format!("{}c", sandbox.edge.name());
+    veth_pair(
+        VethEnd {
+            ns: &sandbox.edge,
+            name: &container_if,
+            addrs: &["172.17.0.1/16"],
+            mac: None,
+        },
+        VethEnd {
+            ns: &container,
+            name: "eth0",
+            addrs: &["172.17.0.2/16"],
+            mac: None,
+        },
+    );
     // 80 and 443 are netguard's proxy; the others are plain services the filter must hide.
     let _edge_services = Services::start(&sandbox.edge, &[22, 8080], &[53]);
     let _client_services = Services::client(&sandbox.client);
     let backend = RecordingBackend::start_in(
-        &sandbox.edge,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &container,
+        SocketAddr::from((CONTAINER, 5000)),
         Reply::Status(200, SHOP_BODY.as_bytes().to_vec()),
+    );
+    let files = RecordingBackend::start_in(
+        &container,
+        SocketAddr::from((CONTAINER, 5001)),
+        Reply::Stream {
+            head: format!("HTTP/1.1 200 OK\r\nContent-Length: {DOWNLOAD}\r\n"),
+            len: DOWNLOAD,
+        },
     );
     let dir = TempDir::new()?;
     let wildcard = format!("*.{SHOP}");
@@ -58,19 +94,24 @@ pub fn run(bin: &Path) -> Result<()> {
     config.extra = format!(
         "[proxy]\nhttp_listen = \"{EDGE_ADDR}:80\"\nhttps_listen = \"{EDGE_ADDR}:443\"\n\n\
          [[app]]\nname = \"shop\"\ndomains = [\"{SHOP}\", \"{wildcard}\"]\n\
-         backends = [\"{}\"]\ncert = \"{}\"\nkey = \"{}\"",
+         backends = [\"{}\"]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[app]]\nname = \"files\"\ndomains = [\"{FILES}\"]\nbackends = [\"{}\"]\n\n\
+         [ratelimit]\ninterfaces = [\"{container_if}\"]\nrate = {RATE}\nburst = {BURST}",
         backend.addr(),
         cert.display(),
-        key.display()
+        key.display(),
+        files.addr(),
     );
     println!(
-        "    client {} (+ trusted {}, denylisted {}) --veth-- edge {} on {} [proxy on TCP 80 443; TCP 22 8080, UDP 53 listening; app backend {}]",
+        "    client {} (+ trusted {}, denylisted {}) --veth-- edge {} on {} [proxy on TCP 80 443; TCP 22 8080, UDP 53 listening] --veth {container_if}-- container {} [shop {}, files {}]",
         sandbox.client.name(),
         TRUSTED_ADDR,
         DENIED_ADDR,
         sandbox.edge.name(),
         sandbox.edge_if,
-        backend.addr()
+        container.name(),
+        backend.addr(),
+        files.addr()
     );
     step("netguard config (written to a temporary file):");
     for line in config.to_toml().lines() {
@@ -237,6 +278,34 @@ pub fn run(bin: &Path) -> Result<()> {
     if reached != 3 {
         wrong += 1;
     }
+
+    step(format!(
+        "the bandwidth limit: GET http://{FILES}/ ({} MB from the container, its upload), {} MB/s \
+         after a {} MB burst",
+        DOWNLOAD as f64 / 1e6,
+        RATE / 1e6,
+        BURST / 1e6
+    ));
+    let (bytes, secs) = download(&sandbox.client);
+    // Past the burst the container may send at the rate and no faster; TCP recovering from the
+    // limiter's drops may use a little less.
+    let rate = (bytes - BURST) / secs;
+    let held = bytes >= DOWNLOAD as f64 && (0.5 * RATE..=1.05 * RATE).contains(&rate);
+    println!(
+        "    {:.1} MB in {secs:.2} s: {:.2} MB/s past the {} MB burst (limit {} MB/s) {}",
+        bytes / 1e6,
+        rate / 1e6,
+        BURST / 1e6,
+        RATE / 1e6,
+        if held { "ok" } else { "WRONG" }
+    );
+    if !held {
+        wrong += 1;
+    }
+    step("per container: netguard stats --containers");
+    for line in daemon.cli_ok(&["stats", "--containers"]).lines() {
+        println!("    {line}");
+    }
     step(format!(
         "counters: netguard stats --pin-path {}",
         daemon.pin_path().display()
@@ -275,6 +344,35 @@ fn https_status(ns: &NetNs, ca: &str) -> Option<u16> {
     let resolve = format!("{SHOP}:443:{EDGE_ADDR}");
     let url = format!("https://{SHOP}/");
     curl_status(ns, &["--resolve", &resolve, "--cacert", ca, &url])
+}
+
+/// Downloads `http://FILES/` through the proxy: bytes received and seconds taken (curl's
+/// figures; `(0, 1)` when it failed).
+fn download(ns: &NetNs) -> (f64, f64) {
+    let host = format!("Host: {FILES}");
+    let url = format!("http://{EDGE_ADDR}/");
+    let out = ns.output_timeout(
+        &[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download} %{time_total}",
+            "--max-time",
+            "20",
+            "-H",
+            &host,
+            &url,
+        ],
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut figures = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    match (figures.next().flatten(), figures.next().flatten()) {
+        (Some(bytes), Some(secs)) if secs > 0.0 => (bytes, secs),
+        _ => (0.0, 1.0),
+    }
 }
 
 /// `curl ARGS` inside `ns`, 5 s at most: the answer's status, `None` if there was none.
