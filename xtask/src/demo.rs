@@ -7,7 +7,8 @@
 //! (172.17.0.2, on a second veth from the edge: `shop.demo.test`, TLS terminated with a
 //! self-signed certificate, and `files.demo.test`, a 5 MB download), and the tc bandwidth limiter
 //! on the container's veth, scaled down to 2 MB/s with a 1 MB burst so that the download shows
-//! it in two seconds. Every probe has an expected outcome, and the
+//! it in two seconds. Then private networks, on a topology of their own (`demo::private`).
+//! Every probe has an expected outcome, and the
 //! demo fails (exit 1) when one differs, so it doubles as a smoke test (`cargo xtask test` runs
 //! it last). Everything it creates is removed on exit, also on failure.
 
@@ -31,6 +32,8 @@ use netguard_tests::{
 
 use crate::exec::step;
 
+mod private;
+
 const TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The demo app's name and what its backend answers.
@@ -53,6 +56,16 @@ struct Probe {
 
 pub fn run(bin: &Path) -> Result<()> {
     ensure_bpffs();
+    let wrong = edge(bin)? + private::run(bin);
+    if wrong > 0 {
+        bail!("{wrong} probe(s) did not get the expected outcome");
+    }
+    step("demo done: every probe got the expected outcome");
+    Ok(())
+}
+
+/// The edge: filter, proxy and limiter; how many probes got another outcome than expected.
+fn edge(bin: &Path) -> Result<usize> {
     step("building the sandbox: namespaces `client`, `edge` and a container, two veths");
     let sandbox = Sandbox::new();
     let container = NetNs::new();
@@ -231,24 +244,7 @@ pub fn run(bin: &Path) -> Result<()> {
     ];
 
     println!();
-    println!("    {:<74} {:<8} {:<8}", "probe", "expected", "got");
-    let mut wrong = 0;
-    for p in &probes {
-        let mark = if p.passed == p.expect_pass {
-            "ok"
-        } else {
-            "WRONG"
-        };
-        if p.passed != p.expect_pass {
-            wrong += 1;
-        }
-        println!(
-            "    {:<74} {:<8} {:<8} {mark}",
-            p.what,
-            verdict(p.expect_pass),
-            verdict(p.passed)
-        );
-    }
+    let mut wrong = print_probes(&probes);
     println!();
     println!("    {:<74} {:<8} {:<8}", "request", "expected", "got");
     for (what, want, got) in &answers {
@@ -316,11 +312,27 @@ pub fn run(bin: &Path) -> Result<()> {
     step("tearing down: stopping the daemon, netguard detach, deleting the namespaces");
     drop(daemon);
     drop(sandbox);
-    if wrong > 0 {
-        bail!("{wrong} probe(s) did not get the expected outcome");
+    Ok(wrong)
+}
+
+/// Prints the probes as a table; how many got another outcome than expected.
+fn print_probes(probes: &[Probe]) -> usize {
+    println!("    {:<74} {:<8} {:<8}", "probe", "expected", "got");
+    let mut wrong = 0;
+    for p in probes {
+        let ok = p.passed == p.expect_pass;
+        if !ok {
+            wrong += 1;
+        }
+        println!(
+            "    {:<74} {:<8} {:<8} {}",
+            p.what,
+            verdict(p.expect_pass),
+            verdict(p.passed),
+            if ok { "ok" } else { "WRONG" }
+        );
     }
-    step("demo done: every probe got the expected outcome");
-    Ok(())
+    wrong
 }
 
 fn probe_row(what: &str, expect_pass: bool, passed: bool) -> Probe {
