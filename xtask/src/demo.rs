@@ -1,16 +1,15 @@
 //! `cargo xtask demo`: netguard's main job on a sandbox of network namespaces.
 //!
-//! An internet client (192.0.2.99, plus a trusted 192.0.2.50 and a denylisted 198.51.100.7)
-//! and an edge (203.0.113.10, listening on TCP 22/8080 and UDP 53) joined by a veth; netguard
-//! runs in the edge with the demo policy: the XDP filter on the veth, the L7 proxy on
-//! 203.0.113.10:80/443 in front of two apps whose backends run in a container namespace
-//! (172.17.0.2, on a second veth from the edge: `shop.demo.test`, TLS terminated with a
-//! self-signed certificate, and `files.demo.test`, a 5 MB download), and the tc bandwidth limiter
-//! on the container's veth, scaled down to 2 MB/s with a 1 MB burst so that the download shows
-//! it in two seconds. Then private networks, on a topology of their own (`demo::private`).
-//! Every probe has an expected outcome, and the
-//! demo fails (exit 1) when one differs, so it doubles as a smoke test (`cargo xtask test` runs
-//! it last). Everything it creates is removed on exit, also on failure.
+//! An internet client (192.0.2.99, plus a trusted 192.0.2.50 and a denylisted 198.51.100.7) and an
+//! edge (203.0.113.10, listening on TCP 22/8080 and UDP 53) joined by a veth; netguard runs in the
+//! edge with the demo policy: the XDP filter on the veth, the L7 proxy on 203.0.113.10:80/443 in
+//! front of two apps whose backends run in a container namespace (172.17.0.2, on a second veth from
+//! the edge: `shop.demo.test`, TLS terminated with a self-signed certificate, and
+//! `files.demo.test`, a 5 MB download), and the tc bandwidth limiter on the container's veth,
+//! scaled down to 2 MB/s with a 1 MB burst so that the download shows it in two seconds. Then
+//! private networks, on a topology of their own (`demo::private`). Every probe has an expected
+//! outcome, and the demo fails (exit 1) when one differs, so it doubles as a smoke test (`cargo
+//! xtask test` runs it last). Everything it creates is removed on exit, also on failure.
 
 use std::{
     net::{IpAddr, SocketAddr},
