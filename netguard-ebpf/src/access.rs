@@ -11,25 +11,35 @@ use netguard_common::packet::{self, Frame, Header, MAX_OFFSET, PacketBytes};
 
 /// Direct packet access: every load is checked against `data_end` the way the verifier wants
 /// it (`start + off + N > end`), with `off` bounded first so its range is known.
-pub struct DirectBytes {
+///
+/// `WHOLE`: the readable area is the whole frame (XDP), so the frame's length is `end - start`.
+/// Otherwise (an skb's linear area) the frame is `len` bytes, of which only `end - start` are
+/// readable here. A constant rather than a stored length for XDP: with the length derived from
+/// `end`, LLVM folds the parser's length checks into its bounds checks (a stored one made the
+/// XDP program a third longer).
+pub struct DirectBytes<const WHOLE: bool> {
     start: usize,
     end: usize,
-    /// The frame's length: `end - start` for XDP; for an skb its whole length, of which only
-    /// `end - start` bytes are readable here.
     len: usize,
 }
 
-impl DirectBytes {
+/// An XDP frame.
+pub type XdpBytes = DirectBytes<true>;
+/// The linear area of an skb.
+pub type SkbLinear = DirectBytes<false>;
+
+impl XdpBytes {
     #[inline(always)]
     pub fn xdp(ctx: &XdpContext) -> Self {
-        let (start, end) = (ctx.data(), ctx.data_end());
         Self {
-            start,
-            end,
-            len: end - start,
+            start: ctx.data(),
+            end: ctx.data_end(),
+            len: 0,
         }
     }
+}
 
+impl SkbLinear {
     /// The skb's linear area, with its length reported as the whole frame's, so length checks
     /// see the real frame; a header that reaches past the area reads as missing.
     #[inline(always)]
@@ -40,7 +50,9 @@ impl DirectBytes {
             len: ctx.len() as usize,
         }
     }
+}
 
+impl<const WHOLE: bool> DirectBytes<WHOLE> {
     /// Whether the `n` bytes at `off` lie inside the readable area.
     #[inline(always)]
     fn holds(&self, off: usize, n: usize) -> bool {
@@ -58,12 +70,16 @@ impl DirectBytes {
     }
 }
 
-impl PacketBytes for DirectBytes {
+impl<const WHOLE: bool> PacketBytes for DirectBytes<WHOLE> {
     type Header<const N: usize> = DirectHeader<N>;
 
     #[inline(always)]
     fn len(&self) -> usize {
-        self.len
+        if WHOLE {
+            self.end - self.start
+        } else {
+            self.len
+        }
     }
 
     #[inline(always)]
@@ -86,7 +102,7 @@ impl PacketBytes for DirectBytes {
 /// when a header reached past that area (see `packet::parse_prefix_first`).
 #[inline(always)]
 pub fn parse_skb(ctx: &TcContext) -> Frame {
-    let linear = DirectBytes::skb_linear(ctx);
+    let linear = SkbLinear::skb_linear(ctx);
     let readable = linear.end - linear.start;
     packet::parse_prefix_first(&linear, readable, &SkbBytes::new(ctx))
 }
@@ -155,7 +171,7 @@ impl<const N: usize> Header<N> for DirectHeader<N> {
 /// `bpf_skb_load_bytes` (which also reads non-linear data) for bytes beyond it.
 pub struct SkbBytes<'a> {
     ctx: &'a TcContext,
-    linear: DirectBytes,
+    linear: SkbLinear,
 }
 
 impl<'a> SkbBytes<'a> {
@@ -163,7 +179,7 @@ impl<'a> SkbBytes<'a> {
     pub fn new(ctx: &'a TcContext) -> Self {
         Self {
             ctx,
-            linear: DirectBytes::skb_linear(ctx),
+            linear: SkbLinear::skb_linear(ctx),
         }
     }
 }

@@ -41,7 +41,7 @@ use netguard_common::{
     verdict::{self, Tables},
 };
 
-use crate::access::{DirectBytes, parse_skb};
+use crate::access::{XdpBytes, parse_skb};
 
 // Map statics carry the names in `netguard_common::maps`; a userspace test checks they match.
 #[btf_map]
@@ -178,7 +178,7 @@ impl Tables for MapTables<'_> {
 
 #[xdp]
 pub fn netguard_xdp(ctx: XdpContext) -> u32 {
-    let bytes = DirectBytes::xdp(&ctx);
+    let bytes = XdpBytes::xdp(&ctx);
     let Some(cfg) = NG_CONFIG.get(0) else {
         // Index 0 of a one-entry array always exists; this only satisfies the type.
         return xdp_action::XDP_PASS;
