@@ -22,9 +22,15 @@ pub struct LimiterConfig {
     pub default: BucketParams,
     /// Container addresses; anything outside is never limited.
     pub containers: Prefixes<MAX_CONTAINER_CIDRS_V4, MAX_CONTAINER_CIDRS_V6>,
+    /// How many entries [`crate::maps::LIMIT_OVERRIDES`] holds. With none (the usual case) the
+    /// program skips that lookup, a third of its per-packet cost. Userspace writes overrides
+    /// before this count and removes them after it, so a packet never misses one that is in
+    /// force.
+    pub overrides: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<LimiterConfig>() == 24 + 8 + 128 + 128);
+const _: () = assert!(core::mem::size_of::<LimiterConfig>() == 24 + 8 + 128 + 128 + 8);
 
 impl LimiterConfig {
     pub const EMPTY: LimiterConfig = LimiterConfig {
@@ -34,6 +40,8 @@ impl LimiterConfig {
             tau_ns: 0,
         },
         containers: Prefixes::EMPTY,
+        overrides: 0,
+        _pad: 0,
     };
 
     /// Whether `addr` is a container address (inside one of the container ranges).

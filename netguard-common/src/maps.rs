@@ -100,7 +100,7 @@ pub const V6_KEY_LEN: usize = 16;
 /// checking its type or sizes; a new layout gets a new directory name, so a daemon with other
 /// layouts never shares maps with a different shape (it builds fresh ones and the old directory
 /// is removed once the programs are swapped). Bump on any map layout change.
-pub const MAPS_DIR: &str = "maps-v3";
+pub const MAPS_DIR: &str = "maps-v4";
 
 /// `BPF_F_MMAPABLE`: the denylist index is created with it.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;

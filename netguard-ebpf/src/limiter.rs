@@ -70,9 +70,13 @@ fn limit(ctx: &TcContext, direction: u8) -> i32 {
     let mapped = flow::mapped(addr);
     // SAFETY: read-only use of a hash value that userspace replaces whole; a torn read could
     // only mix two valid configs for one packet.
-    let params = match unsafe { NG_LIM_OVERRIDE.get(&mapped) } {
-        Some(p) => *p,
-        None => cfg.default,
+    let params = if cfg.overrides == 0 {
+        cfg.default
+    } else {
+        match unsafe { NG_LIM_OVERRIDE.get(&mapped) } {
+            Some(p) => *p,
+            None => cfg.default,
+        }
     };
     let key = bucket_key(addr, direction);
     let state = match NG_BUCKETS.get_ptr_mut(&key) {

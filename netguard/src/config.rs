@@ -73,6 +73,7 @@ use ipnet::IpNet;
 use netguard_common::{
     bucket::MAX_PACKET_BYTES,
     limiter::{MAX_CONTAINER_CIDRS_V4, MAX_CONTAINER_CIDRS_V6},
+    maps::LIMIT_OVERRIDES_CAPACITY,
     policy::{MAX_INGRESS_V4, MAX_INGRESS_V6},
 };
 
@@ -682,6 +683,15 @@ impl Config {
             }
         };
         check(problems, "ratelimit.", r.rate, r.burst);
+        if r.container.len() > LIMIT_OVERRIDES_CAPACITY as usize {
+            problems.add(
+                "ratelimit.container",
+                format!(
+                    "{} overrides; the limiter holds at most {LIMIT_OVERRIDES_CAPACITY}",
+                    r.container.len()
+                ),
+            );
+        }
         let mut addresses = HashMap::new();
         for (i, c) in r.container.iter().enumerate() {
             let key = format!("ratelimit.container[{i}].");
@@ -1578,6 +1588,28 @@ cidrs = ["1.2.3.4/33"]
         assert_eq!(line_column(text, 2), (2, 1));
         assert_eq!(line_column(text, text.find('=').unwrap()), (2, 3));
         assert_eq!(line_column(text, 1000), (2, 5));
+    }
+
+    #[test]
+    fn more_overrides_than_the_map_holds_are_refused() {
+        let mut text = String::from(
+            "[xdp]\ninterface = \"eth0\"\n[ratelimit]\ninterfaces = [\"docker0\"]\n\
+             container_cidrs = [\"172.16.0.0/12\"]\n",
+        );
+        for i in 0..=LIMIT_OVERRIDES_CAPACITY {
+            text.push_str(&format!(
+                "[[ratelimit.container]]\naddress = \"172.{}.{}.{}\"\n",
+                16 + i / 65_536,
+                (i / 256) % 256,
+                i % 256
+            ));
+        }
+        let problems = problems_of(&text);
+        let too_many = problems
+            .iter()
+            .find(|p| p.key == "ratelimit.container")
+            .unwrap_or_else(|| panic!("no count problem in {problems:#?}"));
+        assert!(too_many.message.contains("65537 overrides"), "{too_many}");
     }
 
     #[test]

@@ -103,7 +103,7 @@ mod tests {
         let p = PinPaths::new("/sys/fs/bpf/netguard");
         assert_eq!(
             p.map("NG_CONFIG"),
-            Path::new("/sys/fs/bpf/netguard/maps-v3/NG_CONFIG")
+            Path::new("/sys/fs/bpf/netguard/maps-v4/NG_CONFIG")
         );
         assert_eq!(p.xdp_link(), Path::new("/sys/fs/bpf/netguard/link_xdp"));
         assert_eq!(p.bpffs(), Path::new("/sys/fs/bpf"));

@@ -57,7 +57,9 @@ pub fn limiter_plan(r: &RatelimitConfig) -> LimiterPlan {
             let burst = c.burst.unwrap_or(r.burst).0;
             (override_key(c.address), BucketParams::new(rate, burst))
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // validate() caps the overrides at the map's capacity (65,536).
+    config.overrides = overrides.len() as u32;
     LimiterPlan { config, overrides }
 }
 
@@ -299,6 +301,8 @@ mod tests {
         );
         let p = limiter_plan(&c.ratelimit);
         assert_eq!(p.config.default, BucketParams::new(8_000_000, 16_000_000));
+        // The count that makes the program look overrides up at all.
+        assert_eq!(p.config.overrides, 1);
         assert!(p.config.is_container(&Addr::v4([172, 17, 3, 4])));
         assert!(!p.config.is_container(&Addr::v4([10, 0, 0, 1])));
         assert_eq!(

@@ -582,6 +582,16 @@ mod limiter {
                 .try_into()
                 .expect("hash");
             m.insert(addr, params, 0).expect("insert override");
+            // The program looks overrides up only while the config counts some.
+            let mut a: Array<&mut MapData, LimiterConfig> = self
+                .ebpf
+                .map_mut(maps::LIMIT_CONFIG)
+                .expect("limiter config")
+                .try_into()
+                .expect("array");
+            let mut cfg = a.get(&0, 0).expect("limiter config");
+            cfg.overrides += 1;
+            a.set(0, cfg, 0).expect("set limiter config");
         }
     }
 

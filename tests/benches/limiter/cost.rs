@@ -114,7 +114,8 @@ pub fn subjects() -> Vec<Subject> {
         Subject {
             name: UPLOAD,
             detail: "172.17.0.2 → 192.0.2.10 (tc ingress program): parse, container range, \
-                     override lookup, bucket lookup, clock, CAS, two atomic adds"
+                     bucket lookup, clock, CAS, two atomic adds (no overrides configured: their \
+                     lookup is skipped)"
                 .into(),
             frame: frame(CONTAINER, REMOTE),
             prog: (Obj::Netguard, maps::LIMIT_UPLOAD_PROGRAM),
