@@ -102,9 +102,9 @@ impl<const WHOLE: bool> PacketBytes for DirectBytes<WHOLE> {
 /// when a header reached past that area (see `packet::parse_prefix_first`).
 #[inline(always)]
 pub fn parse_skb(ctx: &TcContext) -> Frame {
-    let linear = SkbLinear::skb_linear(ctx);
-    let readable = linear.end - linear.start;
-    packet::parse_prefix_first(&linear, readable, &SkbBytes::new(ctx))
+    let whole = SkbBytes::new(ctx);
+    let linear = &whole.linear;
+    packet::parse_prefix_first(linear, linear.end - linear.start, &whole)
 }
 
 /// `N` bytes of packet memory at `at`, checked against `data_end` by [`DirectBytes::header`].

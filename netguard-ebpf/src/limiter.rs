@@ -67,13 +67,12 @@ fn limit(ctx: &TcContext, direction: u8) -> i32 {
     if !cfg.is_container(addr) {
         return TC_ACT_UNSPEC;
     }
-    let mapped = flow::mapped(addr);
-    // SAFETY: read-only use of a hash value that userspace replaces whole; a torn read could
-    // only mix two valid configs for one packet.
     let params = if cfg.overrides == 0 {
         cfg.default
     } else {
-        match unsafe { NG_LIM_OVERRIDE.get(&mapped) } {
+        // SAFETY: read-only use of a hash value that userspace replaces whole; a torn read
+        // could only mix two valid configs for one packet.
+        match unsafe { NG_LIM_OVERRIDE.get(&flow::mapped(addr)) } {
             Some(p) => *p,
             None => cfg.default,
         }

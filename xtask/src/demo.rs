@@ -362,23 +362,12 @@ fn https_status(ns: &NetNs, ca: &str) -> Option<u16> {
 fn download(ns: &NetNs) -> (f64, f64) {
     let host = format!("Host: {FILES}");
     let url = format!("http://{EDGE_ADDR}/");
-    let out = ns.output_timeout(
-        &[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download} %{time_total}",
-            "--max-time",
-            "20",
-            "-H",
-            &host,
-            &url,
-        ],
-        Duration::from_secs(30),
+    let text = curl(
+        ns,
+        "%{size_download} %{time_total}",
+        20,
+        &["-H", &host, &url],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let mut figures = text.split_whitespace().map(|f| f.parse::<f64>().ok());
     match (figures.next().flatten(), figures.next().flatten()) {
         (Some(bytes), Some(secs)) if secs > 0.0 => (bytes, secs),
@@ -388,15 +377,22 @@ fn download(ns: &NetNs) -> (f64, f64) {
 
 /// `curl ARGS` inside `ns`, 5 s at most: the answer's status, `None` if there was none.
 fn curl_status(ns: &NetNs, args: &[&str]) -> Option<u16> {
-    let mut cmd = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
-    cmd.extend(["--max-time", "5"]);
-    cmd.extend(args);
-    let out = ns.output_timeout(&cmd, Duration::from_secs(10));
-    String::from_utf8_lossy(&out.stdout)
+    curl(ns, "%{http_code}", 5, args)
         .trim()
         .parse()
         .ok()
         .filter(|&s| s != 0)
+}
+
+/// `curl -w WRITE_OUT ARGS` inside `ns`, the body discarded, at most `secs` seconds: what
+/// `-w` printed.
+fn curl(ns: &NetNs, write_out: &str, secs: u64, args: &[&str]) -> String {
+    let max_time = secs.to_string();
+    let mut cmd = vec!["curl", "-sS", "-o", "/dev/null", "-w", write_out];
+    cmd.extend(["--max-time", &max_time]);
+    cmd.extend(args);
+    let out = ns.output_timeout(&cmd, Duration::from_secs(secs + 10));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn verdict(pass: bool) -> &'static str {
